@@ -1,0 +1,61 @@
+"""ModelSpec: everything needed to use a set of weights, stored with them (safetensors / ONNX metadata)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from deepfake_detection.errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class CropProtocol:
+    """How a face box becomes a model input. Bump `version` whenever the behaviour changes,
+    so a model never silently receives crops made differently from its training crops."""
+
+    version: int = 1
+    scale: float = 1.3  # square side = max(box w, box h) * scale, centred on the box
+    align: bool = False  # 5-point similarity alignment before cropping
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop: CropProtocol = field(default_factory=CropProtocol)
+    threshold: float = 0.5  # on the calibrated probability; >= threshold means "fake"
+    temperature: float = 1.0  # probability = sigmoid(logit / temperature)
+    whole_image: bool = False  # trained to also score whole frames (used when no face is found)
+    name: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"unknown ModelSpec fields: {sorted(unknown)}")
+        data = dict(data)
+        if "crop" in data and isinstance(data["crop"], dict):
+            data["crop"] = CropProtocol(**data["crop"])
+        for key in ("mean", "std"):
+            if key in data:
+                data[key] = tuple(float(v) for v in data[key])
+        if "arch" not in data:
+            raise ModelError("ModelSpec needs an 'arch'")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"invalid ModelSpec JSON: {exc}") from exc
