@@ -29,7 +29,7 @@ class Face:
     def height(self) -> float:
         return float(self.box[3] - self.box[1])
 
-    def scaled(self, factor: float) -> "Face":
+    def scaled(self, factor: float) -> Face:
         """The same face with coordinates multiplied by `factor` (downscaled -> original)."""
         lm = None if self.landmarks is None else (self.landmarks * factor).astype(np.float32)
         return Face((self.box * factor).astype(np.float32), self.score, lm)

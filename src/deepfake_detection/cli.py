@@ -1,0 +1,123 @@
+"""`dfd`: one sub-command per job, each a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from deepfake_detection.errors import DFDError
+
+if TYPE_CHECKING:
+    from deepfake_detection.infer.results import ImageResult
+
+log = logging.getLogger("deepfake_detection")
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.infer.writers import ResultWriter, open_output
+    from deepfake_detection.io.sources import expand_inputs
+
+    items = expand_inputs(args.paths)
+    if not items:
+        print("dfd detect: no image found in the given paths", file=sys.stderr)
+        return 1
+    predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
+                               batch_size=args.batch_size)
+    predictor.max_pixels = args.max_pixels
+    if args.threshold is not None:
+        from dataclasses import replace
+        predictor.spec = replace(predictor.spec, threshold=args.threshold)
+    processed = 0
+    show_progress = not args.no_progress and len(items) >= 10
+    with open_output(args.output) as stream:
+        writer = ResultWriter(stream, args.format)
+        results = predictor.predict_many(items, workers=args.workers)
+        for result in tqdm(results, total=len(items), disable=not show_progress, unit="img",
+                           file=sys.stderr, dynamic_ncols=True):
+            writer.write(result)
+            processed += result.status != "error"
+            if args.annotate and result.status != "error" and result.path:
+                _save_annotated(result, Path(args.annotate))
+        writer.close()
+    return 0 if processed else 1
+
+
+def _save_annotated(result: ImageResult, folder: Path) -> None:
+    """Write a copy of the image with boxes and labels (decodes it again: an opt-in extra)."""
+    import cv2
+
+    from deepfake_detection.infer.render import draw_result
+    from deepfake_detection.io.images import load_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = load_image(result.path)
+    out = draw_result(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), result, bgr=True)
+    cv2.imwrite(str(folder / (Path(result.path).stem + ".jpg")), out)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from deepfake_detection.models.registry import list_models
+
+    print(f"{'name':<20} {'input':>5} {'offline ImageNet':>16}  description")
+    for info in list_models():
+        print(f"{info.name:<20} {info.input_size:>5} {'yes' if info.offline_pretrained else 'no':>16}  "
+              f"{info.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deepfake_detection.infer.writers import FORMATS
+    from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
+
+    parser = argparse.ArgumentParser(prog="dfd", description="Tell real face images from deepfakes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('deepfake-detection')}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    detect = sub.add_parser("detect", help="score the faces in images, folders and globs")
+    detect.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
+    detect.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
+    detect.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    detect.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
+    detect.add_argument("--format", choices=FORMATS, default="table")
+    detect.add_argument("--output", "-o", help="write results to this file (atomically) instead of stdout")
+    detect.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
+    detect.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch")
+    detect.add_argument("--workers", type=int, default=None, help="decode/detect threads")
+    detect.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse images with more pixels (decompression bombs)")
+    detect.add_argument("--annotate", metavar="DIR", help="also save images with boxes and labels drawn")
+    detect.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    detect.set_defaults(func=_cmd_detect)
+
+    models = sub.add_parser("models", help="list the registered architectures")
+    models.set_defaults(func=_cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except DFDError as exc:  # expected failures: a message, not a traceback
+        print(f"dfd {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

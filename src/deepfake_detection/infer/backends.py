@@ -1,0 +1,150 @@
+"""Inference backends: one small interface over ONNX Runtime and PyTorch.
+
+Model files are .onnx or .safetensors only; pickle formats (.pth/.pt/.pkl/.ckpt) are refused because
+loading them can execute code."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+
+from deepfake_detection.errors import ModelError
+from deepfake_detection.models.files import sha256_file
+from deepfake_detection.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin", ".tar"})
+
+
+class Backend(Protocol):
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    @property
+    def name(self) -> str: ...  # "onnxruntime" / "torch"
+
+    @property
+    def sha256(self) -> str: ...  # of the model file; "" when built from an in-memory model
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(N,3,S,S) float32 normalised -> (N,) float32 logits."""
+        ...
+
+
+def _check_batch(batch: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    s = spec.input_size
+    if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
+        raise ModelError(f"expected a (N,3,{s},{s}) batch for {spec.arch}, got {batch.shape}")
+    # No copy when the batch is already float32 C-contiguous (to_batch's output is).
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+class OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int | None = None, providers: list[str] | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"ONNX model file not found: {self.path}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1  # sequential graph: a CNN has no parallel branches worth it
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            raise ModelError(f"cannot load ONNX model {self.path}: {exc}") from exc
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if "dfd_spec" not in meta:
+            raise ModelError(f"{self.path} has no 'dfd_spec' metadata; not a deepfake-detection model")
+        self.spec = ModelSpec.from_json(meta["dfd_spec"])
+        # Cached once: per-call lookups matter at batch size 1 (a few ms per crop).
+        self._input = self._session.get_inputs()[0].name
+        self._outputs = [self._session.get_outputs()[0].name]
+
+    @cached_property
+    def sha256(self) -> str:  # lazy: hashing VGG16 (530 MB) costs ~1 s and is rarely needed
+        return sha256_file(self.path)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        out = self._session.run(self._outputs, {self._input: _check_batch(batch, self.spec)})[0]
+        return np.asarray(out, np.float32).reshape(-1)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, *, device: str = "cpu", sha256: str = "") -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.spec = spec
+        self.sha256 = sha256
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> TorchBackend:
+        from deepfake_detection.models.files import load_model_file
+
+        model, spec = load_model_file(path)
+        return cls(model, spec, device=device, sha256=sha256_file(path))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(_check_batch(batch, self.spec)).to(self.device)
+        with torch.inference_mode():
+            out = self.model(x)
+        return out.float().cpu().numpy().reshape(-1)
+
+
+def _resolve(path: Path, kind: str) -> tuple[Path, str]:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise ModelError(f"refusing {path}: pickle-based files can run code; use .safetensors or .onnx")
+    stem = path.with_suffix("") if suffix in (".onnx", ".safetensors") else path
+    onnx_path = stem.with_name(stem.name + ".onnx")
+    st_path = stem.with_name(stem.name + ".safetensors")
+    if kind == "onnx" or (kind == "auto" and suffix == ".onnx"):
+        chosen = onnx_path
+    elif kind == "torch":
+        chosen = st_path
+    elif kind == "auto":
+        chosen = st_path
+        if onnx_path.is_file():
+            # A stale export (older than the weights it came from) would silently give old answers.
+            if st_path.is_file() and onnx_path.stat().st_mtime < st_path.stat().st_mtime:
+                warnings.warn(f"{onnx_path} is older than {st_path}; using the .safetensors", stacklevel=3)
+            else:
+                chosen = onnx_path
+    else:
+        raise ModelError(f"backend kind must be 'auto', 'onnx' or 'torch', not {kind!r}")
+    if not chosen.is_file():
+        tried = chosen if kind != "auto" or suffix else f"{onnx_path} or {st_path}"
+        raise ModelError(f"model file not found: {tried}")
+    return chosen, "onnx" if chosen.suffix == ".onnx" else "torch"
+
+
+def load_backend(
+    path: str | os.PathLike[str], kind: Literal["auto", "onnx", "torch"] = "auto"
+) -> Backend:
+    """.onnx -> OnnxBackend, .safetensors -> TorchBackend. 'auto' with a stem or a .safetensors path
+    prefers the sibling .onnx (faster on CPU) when it exists and is not older than the weights."""
+    chosen, resolved = _resolve(Path(path), kind)
+    if resolved == "onnx":
+        return OnnxBackend(chosen)
+    return TorchBackend.from_file(chosen)

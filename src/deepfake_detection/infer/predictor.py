@@ -1,0 +1,204 @@
+"""Predictor: image -> faces -> crops -> calibrated fake probabilities -> ImageResult.
+
+Folders go through `predict_many`, which overlaps decoding and face detection (worker threads:
+Pillow, OpenCV and ONNX Runtime release the GIL) with batched classification on the calling
+thread, so the classifier sees full batches while the next images are being decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deepfake_detection.errors import DFDError
+from deepfake_detection.faces import Face, FaceDetector, create_detector, crop_faces
+from deepfake_detection.infer.backends import Backend, load_backend
+from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
+from deepfake_detection.infer.results import FaceResult, ImageResult
+from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS, load_image
+from deepfake_detection.io.sources import InputItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Prepared:
+    """What a worker hands to the classifier: everything but the scores."""
+
+    path: str | None
+    faces: list[Face] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
+    whole_image: np.ndarray | None = None  # model-sized copy of the frame, when no face was found
+    image_size: tuple[int, int] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class Predictor:
+    def __init__(self, backend: Backend, detector: FaceDetector, *, batch_size: int = 32,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.backend = backend
+        self.detector = detector
+        self.spec = backend.spec
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "auto",
+             detector: str = "auto", detector_options: dict[str, Any] | None = None,
+             batch_size: int = 32) -> Predictor:
+        """Load a model file (None: the bundled default, checksum-verified) and a face detector."""
+        model_path = default_model_path() if path is None else Path(path)
+        if model_path.suffix in {".onnx", ".safetensors"} and model_path.exists():
+            verify_checksum(model_path, required=path is None)
+        model = load_backend(model_path, kind=backend)  # type: ignore[arg-type]
+        return cls(model, create_detector(detector, **(detector_options or {})), batch_size=batch_size)
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        return {"name": self.spec.name or self.spec.arch, "arch": self.spec.arch,
+                "sha256": self.backend.sha256, "backend": self.backend.name}
+
+    # --- stages -------------------------------------------------------------------------------
+
+    def _prepare(self, source: Any, path: str | None) -> _Prepared:
+        """Decode, detect and crop one image; never raises for bad input."""
+        prepared = _Prepared(path)
+        try:
+            start = time.perf_counter()
+            image = load_image(source, max_pixels=self.max_pixels)  # arrays are taken as RGB
+            prepared.timings_ms["decode"] = _ms(start)
+            prepared.image_size = (int(image.shape[1]), int(image.shape[0]))
+            start = time.perf_counter()
+            prepared.faces = self.detector.detect(image)
+            prepared.timings_ms["detect"] = _ms(start)
+            start = time.perf_counter()
+            size = self.spec.input_size
+            prepared.crops = crop_faces(image, prepared.faces, size, self.spec.crop)
+            if not prepared.faces and self.spec.whole_image:
+                prepared.whole_image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            prepared.timings_ms["crop"] = _ms(start)
+        except DFDError as exc:
+            prepared.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug or an unexpected library error must not stop a batch
+            log.exception("unexpected error on %s", path)
+            prepared.error = f"internal error ({type(exc).__name__}): {exc}"
+        return prepared
+
+    def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Calibrated fake probabilities for model-sized RGB crops, in batches."""
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            logits = self.backend.logits(to_batch(crops[i : i + self.batch_size], self.spec))
+            out.append(sigmoid_probability(logits, self.spec.temperature))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _finish(self, batch: list[_Prepared]) -> list[ImageResult]:
+        """Classify the crops of several prepared images in one go and build their results."""
+        crops: list[np.ndarray] = []
+        for p in batch:
+            crops.extend(p.crops if p.faces else ([p.whole_image] if p.whole_image is not None else []))
+        start = time.perf_counter()
+        probs = self.probabilities(crops)
+        per_crop_ms = _ms(start) / max(len(crops), 1)
+        results, cursor = [], 0
+        for p in batch:
+            result = ImageResult(path=p.path, status="error", threshold=self.spec.threshold,
+                                 model=self.model_info, image_size=p.image_size, timings_ms=p.timings_ms)
+            if p.error is not None:
+                result.error = p.error
+            elif p.faces:
+                scores = probs[cursor : cursor + len(p.faces)]
+                cursor += len(p.faces)
+                result.faces = [
+                    FaceResult(box=[float(v) for v in f.box], detector_score=float(f.score),
+                               fake_probability=float(s),
+                               landmarks=None if f.landmarks is None else f.landmarks.tolist())
+                    for f, s in zip(p.faces, scores, strict=True)
+                ]
+                result.status = "ok"
+                result.fake_probability = float(scores.max())  # one fake face makes the image fake
+                p.timings_ms["classify"] = per_crop_ms * len(p.faces)
+            else:
+                result.status = "no_face"
+                if p.whole_image is not None:
+                    result.fake_probability = float(probs[cursor])
+                    cursor += 1
+                    p.timings_ms["classify"] = per_crop_ms
+            p.timings_ms["total"] = sum(v for k, v in p.timings_ms.items() if k != "total")
+            results.append(result)
+        return results
+
+    # --- public API -------------------------------------------------------------------------
+
+    def predict(self, image: Any, *, path: str | None = None) -> ImageResult:
+        """One image: a path, bytes, file object, RGB array or PIL image."""
+        return self._finish([self._prepare(image, path)])[0]
+
+    def predict_many(self, items: Iterable[InputItem | str], *, workers: int | None = None,
+                     prefetch: int = 8) -> Iterator[ImageResult]:
+        """Results in input order; decoding/detection of later items overlaps classification."""
+        workers = workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-prepare") as pool:
+            futures: deque[Future[_Prepared]] = deque()
+            iterator = iter(items)
+
+            def submit_next() -> bool:
+                item = next(iterator, None)
+                if item is None:
+                    return False
+                futures.append(pool.submit(self._prepare_item, item if isinstance(item, InputItem)
+                                           else InputItem(item)))
+                return True
+
+            for _ in range(max(prefetch, workers)):
+                if not submit_next():
+                    break
+            pending: list[_Prepared] = []
+            pending_faces = 0
+            while futures:
+                prepared = futures.popleft().result()
+                submit_next()
+                pending.append(prepared)
+                pending_faces += max(len(prepared.faces), 1)
+                # Classify when the batch is full or when waiting would leave the classifier idle.
+                if pending_faces >= self.batch_size or not futures or not futures[0].done():
+                    yield from self._finish(pending)
+                    pending, pending_faces = [], 0
+
+    def _prepare_item(self, item: InputItem) -> _Prepared:
+        if item.missing:
+            return _Prepared(item.path, error="FileNotFoundError: no such file, folder or glob match")
+        if item.is_video:
+            kinds = ", ".join(sorted(VIDEO_EXTENSIONS))
+            return _Prepared(item.path, error=f"UnsupportedFormatError: videos ({kinds}) are not "
+                             "handled by image detection yet")
+        return self._prepare(item.path, item.path)
+
+
+# --- the snippet users of this field know --------------------------------------------------------
+
+def load_model(path: str | os.PathLike[str] | None = None) -> Predictor:
+    """`load_model('models/default.onnx')`: a Predictor (None: the bundled default)."""
+    return Predictor.load(path)
+
+
+def predict_image(model: Predictor, frame: np.ndarray) -> int:
+    """1 if any face in the OpenCV BGR `frame` is judged a deepfake, else 0 (also when no face)."""
+    rgb = load_image(frame, channel_order="bgr")
+    return 1 if model.predict(rgb).label == "fake" else 0

@@ -1,0 +1,34 @@
+"""Drawing results on frames. Kept apart from the result types: results are data, this is a view."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from deepfake_detection.infer.results import ImageResult, label_for
+
+# Colours in the frame's own channel order are chosen by the caller's `bgr` flag.
+_RED, _GREEN, _GREY = (220, 40, 40), (40, 180, 60), (160, 160, 160)
+
+
+def draw_result(frame: np.ndarray, result: ImageResult, *, bgr: bool = False) -> np.ndarray:
+    """Draw every face box with its label and probability onto a copy of `frame`."""
+    out = frame.copy()
+    thickness = max(2, round(max(out.shape[:2]) / 400))
+    scale = max(0.5, max(out.shape[:2]) / 1400)
+    for face in result.faces:
+        label = label_for(face.fake_probability, result.threshold)
+        colour = _RED if label == "fake" else _GREEN
+        if bgr:
+            colour = colour[::-1]
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        text = f"{label} {face.fake_probability:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = max(y1 - th - base - 4, 0)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 4), colour, -1)
+        cv2.putText(out, text, (x1 + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    if result.status != "ok":
+        cv2.putText(out, result.status, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, _GREY, 2, cv2.LINE_AA)
+    return out

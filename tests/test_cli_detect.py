@@ -1,0 +1,139 @@
+"""`dfd detect` end to end on a folder that mixes good and bad files; the JSONL contract field by field."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfake_detection import load_model, predict_image
+from deepfake_detection.cli import main
+from deepfake_detection.models.files import sha256_file
+
+CONTRACT_FIELDS = {"path", "status", "fake_probability", "label", "threshold", "faces", "error", "model",
+                   "timings_ms"}
+FACE_FIELDS = {"box", "detector_score", "fake_probability", "landmarks"}
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path: Path, astronaut: np.ndarray, grace_hopper: np.ndarray) -> Path:
+    folder = tmp_path / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(astronaut).save(folder / "astronaut.jpg", quality=92)
+    Image.fromarray(grace_hopper).save(folder / "sub" / "hopper_été.png")
+    gradient = np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (480, 1))
+    Image.fromarray(np.dstack([gradient] * 3)).save(folder / "no_face.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    good = (folder / "astronaut.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an input: folders keep image files only")
+    return folder
+
+
+def _run_jsonl(args: list[str], out: Path) -> tuple[int, list[dict]]:
+    code = main(["detect", *args, "--format", "jsonl", "--output", str(out), "--no-progress"])
+    return code, [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def test_detect_folder_jsonl_contract(mixed_folder: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
+    code, records = _run_jsonl([str(mixed_folder), "--model", str(tiny_onnx_model)], tmp_path / "out.jsonl")
+    assert code == 0
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert set(by_name) == {"astronaut.jpg", "hopper_été.png", "no_face.png", "corrupt.jpg", "truncated.jpg",
+                            "empty.png"}
+    sha = sha256_file(tiny_onnx_model)
+    for record in records:
+        assert CONTRACT_FIELDS <= set(record)
+        assert record["model"]["sha256"] == sha and record["model"]["name"] == "test-cnn"
+        assert record["threshold"] == pytest.approx(0.5)
+        assert isinstance(record["timings_ms"], dict)
+    for name in ("astronaut.jpg", "hopper_été.png"):
+        record = by_name[name]
+        assert record["status"] == "ok" and record["error"] is None
+        assert len(record["faces"]) >= 1
+        for face in record["faces"]:
+            assert set(face) == FACE_FIELDS
+            x1, y1, x2, y2 = face["box"]
+            assert 0 <= x1 < x2 and 0 <= y1 < y2
+            assert 0.0 <= face["fake_probability"] <= 1.0
+            assert len(face["landmarks"]) == 5
+        assert record["fake_probability"] == max(f["fake_probability"] for f in record["faces"])
+        assert record["label"] == ("fake" if record["fake_probability"] >= record["threshold"] else "real")
+        assert {"decode", "detect", "classify", "total"} <= set(record["timings_ms"])
+    astro = by_name["astronaut.jpg"]["faces"][0]["box"]
+    assert 150 < (astro[0] + astro[2]) / 2 < 280 and 50 < (astro[1] + astro[3]) / 2 < 180
+    nf = by_name["no_face.png"]
+    assert nf["status"] == "no_face" and nf["faces"] == [] and nf["fake_probability"] is None
+    assert nf["label"] is None
+    for name, kind in (("corrupt.jpg", "Error"), ("truncated.jpg", "Error"), ("empty.png", "Empty")):
+        record = by_name[name]
+        assert record["status"] == "error" and kind in record["error"]
+        assert record["fake_probability"] is None and record["label"] is None and record["faces"] == []
+
+
+def test_detect_exit_codes(tmp_path: Path, tiny_onnx_model: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"GIF89a not really")
+    code, records = _run_jsonl([str(bad), str(tmp_path / "missing.png"), "--model", str(tiny_onnx_model)],
+                               tmp_path / "o.jsonl")
+    assert code == 1 and [r["status"] for r in records] == ["error", "error"]
+    with pytest.raises(SystemExit) as usage:
+        main(["detect"])
+    assert usage.value.code == 2
+    assert main(["detect", str(tmp_path / "empty_dir_missing"), "--model", "/nonexistent/model.onnx"]) == 1
+
+
+def test_detect_csv_and_table(mixed_folder: Path, tiny_onnx_model: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.csv"
+    assert main(["detect", str(mixed_folder / "astronaut.jpg"), str(mixed_folder / "empty.png"),
+                 "--model", str(tiny_onnx_model), "--format", "csv", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert [r["status"] for r in rows] == ["ok", "error"] and rows[0]["num_faces"] == "1"
+    assert main(["detect", str(mixed_folder / "astronaut.jpg"), "--model", str(tiny_onnx_model)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["status", "label", "p(fake)"] and table[1].startswith("ok")
+
+
+def test_glob_and_order(mixed_folder: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
+    code, records = _run_jsonl([str(mixed_folder / "*.png"), "--model", str(tiny_onnx_model)],
+                               tmp_path / "g.jsonl")
+    assert code == 0
+    assert [Path(r["path"]).name for r in records] == ["empty.png", "no_face.png"]
+
+
+def test_readme_snippet_helpers(astronaut: np.ndarray, tiny_onnx_model: Path) -> None:
+    model = load_model(tiny_onnx_model)
+    frame = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    label = predict_image(model, frame)
+    assert label in (0, 1)
+    expected = model.predict(astronaut)
+    assert label == (1 if expected.label == "fake" else 0)
+    assert predict_image(model, np.zeros((240, 320, 3), np.uint8)) == 0  # no face: not called fake
+
+
+def test_predict_many_matches_predict(mixed_folder: Path, tiny_onnx_model: Path) -> None:
+    from deepfake_detection.infer.predictor import Predictor
+
+    predictor = Predictor.load(tiny_onnx_model)
+    paths = [str(mixed_folder / "astronaut.jpg"), str(mixed_folder / "sub" / "hopper_été.png")]
+    many = list(predictor.predict_many(paths, workers=2))
+    for path, result in zip(paths, many, strict=True):
+        single = predictor.predict(path, path=path)
+        assert result.path == path
+        assert result.fake_probability == pytest.approx(single.fake_probability, abs=1e-5)
+
+
+def test_cli_help_lists_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "deepfake_detection.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "detect" in out and "models" in out
