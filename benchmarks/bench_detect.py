@@ -55,7 +55,8 @@ def main() -> None:
     from deepfake_detection.infer.predictor import Predictor
     from deepfake_detection.io.images import load_image
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--model", help="model file; default: the bundled model")
     args = parser.parse_args()

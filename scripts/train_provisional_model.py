@@ -165,7 +165,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/dfd_provisional"))
     parser.add_argument("--out", type=Path, default=Path("models"))
@@ -181,7 +182,8 @@ def main() -> None:
     val = ~train
     x_train, y_train = data["crops"][train], data["labels"][train]
     x_val, y_val, src_val = data["crops"][val], data["labels"][val], data["sources"][val]
-    print(f"train {len(y_train)} crops ({y_train.mean():.2f} fake), val {len(y_val)} ({y_val.mean():.2f} fake)")
+    print(f"train {len(y_train)} crops ({y_train.mean():.2f} fake), "
+          f"val {len(y_val)} ({y_val.mean():.2f} fake)")
 
     model = create_model(ARCH, pretrained=True).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)

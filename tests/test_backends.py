@@ -109,9 +109,9 @@ def test_corrupt_files_raise_model_error(model_dir: Path, tmp_path: Path) -> Non
     (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError):
         load_backend(tmp_path / "cut.onnx")
-    (tmp_path / "bad.safetensors").write_bytes(os.urandom(256))
+    (tmp_path / "junk.safetensors").write_bytes(os.urandom(256))
     with pytest.raises(ModelError):
-        load_backend(tmp_path / "bad.safetensors")
+        load_backend(tmp_path / "junk.safetensors")
 
 
 def test_onnx_without_spec_is_refused(tmp_path: Path) -> None:
@@ -171,8 +171,8 @@ def test_to_batch_resizes_and_validates() -> None:
     batch = to_batch([flat, small], spec)
     assert batch.shape == (2, 3, 32, 32)
     np.testing.assert_allclose(batch[0], batch[1], atol=1e-5)  # a flat colour stays flat
-    bad_crops = (np.zeros((32, 32), np.uint8), np.zeros((32, 32, 4), np.uint8), np.zeros((32, 32, 3), np.float32))
-    for bad in bad_crops:
+    gray, rgba, floats = np.zeros((32, 32), np.uint8), np.zeros((32, 32, 4), np.uint8), np.zeros((32, 32, 3))
+    for bad in (gray, rgba, floats):
         with pytest.raises(ValueError):
             to_batch([bad], spec)
 

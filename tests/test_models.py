@@ -254,3 +254,17 @@ def test_onnx_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="parity"):
         check_parity(model, path)
     assert not model.training  # mode restored
+
+
+def test_onnx_dynamo_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_detection.export import onnx as onnx_export
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("legacy exporter unavailable")
+
+    monkeypatch.setattr(onnx_export, "_export_legacy", broken)
+    model = create_model("custom_cnn").eval()
+    spec = default_spec("custom_cnn", input_size=64)
+    path = export_onnx(model, spec, tmp_path / "dyn.onnx")
+    assert read_onnx_spec(path) == spec
+    assert check_parity(model, path, batch=3) <= 1e-4  # dynamic batch axis survives

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from deepfake_detection.errors import DFDError
@@ -46,12 +45,12 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             writer.write(result)
             processed += result.status != "error"
             if args.annotate and result.status != "error" and result.path:
-                _save_annotated(result, Path(args.annotate))
+                _save_annotated(result, result.path, Path(args.annotate))
         writer.close()
     return 0 if processed else 1
 
 
-def _save_annotated(result: ImageResult, folder: Path) -> None:
+def _save_annotated(result: ImageResult, path: str, folder: Path) -> None:
     """Write a copy of the image with boxes and labels (decodes it again: an opt-in extra)."""
     import cv2
 
@@ -59,9 +58,9 @@ def _save_annotated(result: ImageResult, folder: Path) -> None:
     from deepfake_detection.io.images import load_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    image = load_image(result.path)
+    image = load_image(path)
     out = draw_result(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), result, bgr=True)
-    cv2.imwrite(str(folder / (Path(result.path).stem + ".jpg")), out)
+    cv2.imwrite(str(folder / (Path(path).stem + ".jpg")), out)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -69,8 +69,9 @@ class ResultWriter:
         else:
             prob = "" if result.fake_probability is None else f"{result.fake_probability:.3f}"
             detail = f"  ({result.error})" if result.error else ""
-            self.stream.write(f"{result.status:<8} {result.label or '-':<5} {prob:>7} {len(result.faces):>5}  "
-                              f"{result.path}{detail}\n")
+            label = result.label or "-"
+            row = f"{result.status:<8} {label:<5} {prob:>7} {len(result.faces):>5}  {result.path}{detail}"
+            self.stream.write(row + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ class ModelSpec:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -54,7 +54,7 @@ class ModelSpec:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
+    def from_json(cls, text: str) -> ModelSpec:
         try:
             return cls.from_dict(json.loads(text))
         except (ValueError, TypeError) as exc:
