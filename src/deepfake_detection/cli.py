@@ -73,6 +73,38 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from deepfake_detection.data.prepare import PrepareConfig, prepare
+    from deepfake_detection.data.summary import format_summary
+
+    config = PrepareConfig(
+        crop_size=args.crop_size, crop_scale=args.crop_scale, align=args.align, frames=args.frames,
+        stride=args.stride, faces=args.faces, cropped=args.cropped, detector=args.detector,
+        ratios=tuple(args.ratios), seed=args.seed, leave_out_method=args.leave_out_method,
+        dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
+        chunk_size=args.chunk_size,
+    )
+    summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress)
+    print(format_summary(summary))
+    print(f"manifest: {Path(args.out) / 'manifest.parquet'}")
+    return 0
+
+
+def _cmd_augment_preview(args: argparse.Namespace) -> int:
+    from deepfake_detection.data.augment import AugmentConfig
+    from deepfake_detection.data.preview import preview_from_paths
+
+    try:  # pydantic's ValidationError is a ValueError: unknown keys and bad ranges land here
+        augment = AugmentConfig.from_yaml(args.config) if args.config else AugmentConfig()
+    except (OSError, ValueError) as exc:
+        print(f"dfd augment-preview: invalid config: {exc}", file=sys.stderr)
+        return 2
+    out = preview_from_paths(args.inputs, Path(args.out), augment=augment, seed=args.seed, per_row=args.count,
+                             input_size=args.input_size, detector=args.detector, max_rows=args.max_rows)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepfake_detection.infer.writers import FORMATS
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
@@ -98,8 +130,43 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     detect.set_defaults(func=_cmd_detect)
 
+    prep = sub.add_parser("prepare", help="datasets -> face crops + a Parquet manifest (resumable)")
+    prep.add_argument("sources", nargs="+", metavar="SOURCE", help="dataset roots or CSV listings")
+    prep.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")
+    prep.add_argument("--layout", default="auto", help="auto, folders, ffpp, dfdc, celebdf, csv")
+    prep.add_argument("--cropped", action="store_true", help="inputs are face crops already: no detection")
+    prep.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced")
+    prep.add_argument("--stride", type=int, help="take every N-th video frame instead of --frames")
+    prep.add_argument("--faces", choices=("biggest", "all"), default="biggest")
+    prep.add_argument("--crop-size", type=int, default=256)
+    prep.add_argument("--crop-scale", type=float, default=1.3)
+    prep.add_argument("--align", action="store_true", help="5-point alignment of crops")
+    prep.add_argument("--detector", default="auto")
+    prep.add_argument("--workers", type=int, help="processes (default: all cores)")
+    prep.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1),
+                      metavar=("TRAIN", "VAL", "TEST"))
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--leave-out-method",
+                      help="put every group with this method in test, none in train/val")
+    prep.add_argument("--dedup-distance", type=int, default=4, help="pHash bits for near-duplicates")
+    prep.add_argument("--no-dedup", action="store_true")
+    prep.add_argument("--chunk-size", type=int, default=32, help="sources per unit of resumable work")
+    prep.add_argument("--no-progress", action="store_true")
+    prep.set_defaults(func=_cmd_prepare)
+
     models = sub.add_parser("models", help="list the registered architectures")
     models.set_defaults(func=_cmd_models)
+
+    aug = sub.add_parser("augment-preview", help="contact sheet of augmented crops and self-blended fakes")
+    aug.add_argument("inputs", nargs="+", metavar="INPUT", help="images (biggest face) or manifests")
+    aug.add_argument("--out", required=True, help="PNG to write (atomically)")
+    aug.add_argument("--config", help="YAML: the augment block, or a file with an 'augment:' key")
+    aug.add_argument("--seed", type=int, default=0)
+    aug.add_argument("--count", type=int, default=4, help="augmented versions and fakes per face")
+    aug.add_argument("--input-size", type=int, default=224, help="model input size (tile size)")
+    aug.add_argument("--detector", default="auto", help="face detector for image inputs")
+    aug.add_argument("--max-rows", type=int, default=8, help="faces (rows) on the sheet at most")
+    aug.set_defaults(func=_cmd_augment_preview)
     return parser
 
 

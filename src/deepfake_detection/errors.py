@@ -33,3 +33,7 @@ class ModelError(DFDError):
 
 class UnknownModelError(ModelError):
     """An architecture name is not in the registry."""
+
+
+class DatasetError(DFDError):
+    """A dataset root, listing, split or manifest is unrecognised, malformed or inconsistent."""

@@ -1,0 +1,310 @@
+"""`dfd prepare`: raw datasets -> face crops + a Parquet manifest, resumably, on all cores.
+
+Work is cut into chunks of consecutive sources (the layouts list sources in a fixed order). A
+worker process turns a chunk into crop files and records; the parent writes each finished chunk
+as `parts/chunk-NNNNNN.parquet` (atomically). A restart with the same command skips the chunks
+that have a part file, so an interrupted run ends with the same manifest. Finalisation joins the
+parts, assigns group-aware splits, drops near-duplicates across splits from train, and writes the
+manifest and the summary atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from deepfake_detection.data.types import CropRecord, SourceItem
+from deepfake_detection.errors import DFDError
+from deepfake_detection.models.spec import CropProtocol
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "prepare.json"
+MANIFEST_FILE = "manifest.parquet"
+
+
+@dataclass
+class PrepareConfig:
+    crop_size: int = 256  # larger than model inputs (224) so training can crop at random
+    crop_scale: float = 1.3
+    align: bool = False
+    frames: int = 32  # per video, evenly spaced
+    stride: int | None = None  # every N-th frame instead of `frames`
+    faces: Literal["biggest", "all"] = "biggest"
+    cropped: bool = False  # inputs are face crops already: no detection
+    detector: str = "auto"
+    max_side: int = 640
+    min_face: int = 32
+    jpeg_quality: int = 95
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    leave_out_method: str | None = None
+    dedup_distance: int = 4  # perceptual-hash bits; < 0 disables
+    chunk_size: int = 32
+    layout: str = "auto"
+
+    @property
+    def protocol(self) -> CropProtocol:
+        return CropProtocol(scale=self.crop_scale, align=self.align)
+
+    def work_key(self) -> dict[str, Any]:
+        """The settings that change crops: a resumed run must use the same ones."""
+        keys = ("crop_size", "crop_scale", "align", "frames", "stride", "faces", "cropped", "detector",
+                "max_side", "min_face", "jpeg_quality", "chunk_size", "layout")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class ChunkResult:
+    chunk: int
+    records: list[CropRecord] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    no_face: list[str] = field(default_factory=list)
+    sources: int = 0
+    frames: int = 0
+
+
+# --- worker side ----------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: PrepareConfig, out: str) -> None:
+    cv2.setNumThreads(1)  # one process per core; threads inside would fight over the same cores
+    _WORKER["config"], _WORKER["out"] = config, Path(out)
+    if not config.cropped:
+        from deepfake_detection.faces import create_detector
+
+        _WORKER["detector"] = create_detector(config.detector, max_side=config.max_side,
+                                              min_face=config.min_face, **_detector_threads(config.detector))
+
+
+def _detector_threads(name: str) -> dict[str, Any]:
+    return {"threads": 1} if name in ("auto", "retinaface") else {}
+
+
+def _write_crop(out: Path, key: str, crop: np.ndarray, quality: int) -> tuple[str, str]:
+    bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise DFDError("JPEG encoding failed")
+    data = encoded.tobytes()
+    name = hashlib.sha1(key.encode()).hexdigest()[:20]
+    relative = f"crops/{name[:2]}/{name[2:4]}/{name}.jpg"  # sharded: never 200,000 files in one folder
+    target = out / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return relative, hashlib.sha256(data).hexdigest()
+
+
+def _frames(item: SourceItem, config: PrepareConfig) -> Iterator[tuple[int, np.ndarray]]:
+    from deepfake_detection.data.video import sample_frames
+    from deepfake_detection.io.images import load_image
+
+    if item.kind == "video":
+        yield from sample_frames(item.path, count=config.frames, stride=config.stride)
+    else:
+        yield 0, load_image(item.path)
+
+
+def _process_source(item: SourceItem, result: ChunkResult) -> None:
+    from deepfake_detection.data.dedup import perceptual_hash
+    from deepfake_detection.faces import Face, crop_face, crop_transform
+
+    config: PrepareConfig = _WORKER["config"]
+    out: Path = _WORKER["out"]
+    size = config.crop_size
+    found = 0
+    for frame_index, frame in _frames(item, config):
+        result.frames += 1
+        if config.cropped:
+            h, w = frame.shape[:2]
+            faces = [Face(np.array([0, 0, w, h], np.float32), 1.0, None)]
+            crops = [cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA if min(h, w) > size
+                                else cv2.INTER_CUBIC)]
+        else:
+            faces = _WORKER["detector"].detect(frame)
+            if config.faces == "biggest":
+                faces = faces[:1]
+            crops = [crop_face(frame, face, size, config.protocol) for face in faces]
+        for face_index, (face, crop) in enumerate(zip(faces, crops, strict=True)):
+            landmarks = None
+            if face.landmarks is not None:
+                m = crop_transform(face, size, config.protocol)
+                points = face.landmarks @ m[:, :2].T + m[:, 2]
+                landmarks = [round(float(v), 2) for v in points.reshape(-1)]
+            relative, digest = _write_crop(out, f"{item.source_id}|{frame_index}|{face_index}", crop,
+                                           config.jpeg_quality)
+            result.records.append(CropRecord(
+                crop_path=relative, source_path=item.path, source_id=item.source_id, frame_index=frame_index,
+                face_index=face_index, box=[round(float(v), 1) for v in face.box], landmarks=landmarks,
+                det_score=round(float(face.score), 4), label=item.label, method=item.method,
+                dataset=item.dataset, group=item.group, content_hash=digest, phash=perceptual_hash(crop),
+                crop_size=size, crop_protocol=config.protocol.version, split=item.official_split or "",
+            ))
+            found += 1
+    if not found:
+        result.no_face.append(item.path)
+
+
+def _process_chunk(chunk: int, items: list[SourceItem]) -> ChunkResult:
+    result = ChunkResult(chunk, sources=len(items))
+    for item in items:
+        try:
+            _process_source(item, result)
+        except DFDError as exc:
+            result.failures.append({"path": item.path, "error": f"{type(exc).__name__}: {exc}"})
+        except Exception as exc:  # one bad file never stops a run
+            log.exception("unexpected failure on %s", item.path)
+            result.failures.append({"path": item.path, "error": f"{type(exc).__name__}: {exc}"})
+    return result
+
+
+# --- parent side ----------------------------------------------------------------------------------
+
+def _chunks(items: Iterable[SourceItem], size: int) -> Iterator[tuple[int, list[SourceItem]]]:
+    iterator = iter(items)
+    index = 0
+    while batch := list(islice(iterator, size)):
+        yield index, batch
+        index += 1
+
+
+def _part_path(out: Path, chunk: int) -> Path:
+    return out / "parts" / f"chunk-{chunk:06d}.parquet"
+
+
+def _save_part(out: Path, result: ChunkResult) -> None:
+    """Records, failures and no-face sources of one chunk, in one atomically written Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deepfake_detection.data.manifest import records_to_frame
+
+    frame = records_to_frame(result.records)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {"failures": result.failures, "no_face": result.no_face, "sources": result.sources,
+            "frames": result.frames}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"dfd_chunk": json.dumps(meta)})
+    target = _part_path(out, result.chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".chunk-", dir=target.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_config(out: Path, config: PrepareConfig, roots: Sequence[str]) -> None:
+    """Refuse to resume into a folder prepared with other crop settings (mixed crops)."""
+    path = out / CONFIG_FILE
+    key = {"roots": [str(Path(r).resolve()) for r in roots], **config.work_key()}
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != key:
+            raise DFDError(f"{out} was prepared with other settings ({path}); use a new --out folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(key, indent=2) + "\n")
+
+
+def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None = None, *,
+            workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) preparation; return the summary (also saved as summary.json)."""
+    from tqdm import tqdm
+
+    from deepfake_detection.data.layouts import iter_sources
+
+    config = config or PrepareConfig()
+    out = Path(out)
+    _check_config(out, config, roots)
+    workers = workers or os.cpu_count() or 1
+    listing_failures: list[dict[str, str]] = []  # refused dataset entries (bad CSV rows, path escapes)
+    sources = list(iter_sources([Path(r) for r in roots], layout=config.layout,
+                                on_failure=lambda where, why: listing_failures.append({"path": where,
+                                                                                       "error": why})))
+    if not sources:
+        raise DFDError(f"no image or video found in {', '.join(map(str, roots))}")
+    todo = [(i, c) for i, c in _chunks(sources, config.chunk_size) if not _part_path(out, i).exists()]
+    done_sources = len(sources) - sum(len(c) for _, c in todo)
+    bar = tqdm(total=len(sources), initial=done_sources, unit="src", disable=not progress,
+               dynamic_ncols=True, desc="prepare")
+    context = get_context("spawn")  # no fork: the parent holds threads (progress bar, ONNX sessions)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(config, str(out))) as pool:
+            pending: set[Future[ChunkResult]] = set()
+            queue = iter(todo)
+            for index, chunk in islice(queue, workers * 2):  # bounded: memory stays flat
+                pending.add(pool.submit(_process_chunk, index, chunk))
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()
+                    _save_part(out, result)
+                    bar.update(result.sources)
+                    bar.set_postfix(crops=len(result.records), refresh=False)
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(_process_chunk, *nxt))
+    except BrokenProcessPool as exc:
+        raise DFDError("a worker process died; finished chunks are kept in "
+                       f"{out / 'parts'}: run the same command again to resume") from exc
+    finally:
+        bar.close()
+    total_chunks = (len(sources) + config.chunk_size - 1) // config.chunk_size
+    return finalize(out, config, total_chunks=total_chunks, listing_failures=listing_failures)
+
+
+def finalize(out: Path, config: PrepareConfig, *, total_chunks: int,
+             listing_failures: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Join the parts; splits; cross-split dedup; manifest and summary, each written atomically."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from deepfake_detection.data.dedup import remove_cross_split_duplicates
+    from deepfake_detection.data.manifest import write_manifest
+    from deepfake_detection.data.splits import assign_splits, check_no_leak
+    from deepfake_detection.data.summary import write_summary
+
+    frames, no_face, sources, sampled = [], [], 0, 0
+    failures = list(listing_failures or [])
+    for chunk in range(total_chunks):
+        table = pq.read_table(_part_path(out, chunk))
+        meta = json.loads(table.schema.metadata[b"dfd_chunk"])
+        failures += meta["failures"]
+        no_face += meta["no_face"]
+        sources += meta["sources"]
+        sampled += meta["frames"]
+        frames.append(table.to_pandas())
+    df = pd.concat(frames, ignore_index=True)
+    removed = df.iloc[0:0]
+    if len(df):
+        df = assign_splits(df, ratios=config.ratios, seed=config.seed,
+                           leave_out_method=config.leave_out_method)
+        if config.dedup_distance >= 0:
+            df, removed = remove_cross_split_duplicates(df, max_distance=config.dedup_distance)
+        check_no_leak(df)
+    write_manifest(df.reset_index(drop=True), out / MANIFEST_FILE)
+    summary = write_summary(out, df, failures=failures, no_face=no_face, sources=sources, frames=sampled,
+                            duplicates=removed, config=asdict(config))
+    return summary

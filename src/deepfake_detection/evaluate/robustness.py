@@ -1,0 +1,104 @@
+"""Deterministic image perturbations for robustness sweeps, and the sweep table.
+
+Each perturbation maps an RGB uint8 array (H x W x 3, or H x W) to one of the same shape and dtype.
+Apply them to face crops or to whole images before face detection: the caller decides (the second
+also tests the detector). The set follows CNNDetection's blur + JPEG recipe plus resizing and sensor
+noise, the degradations users report flipping verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import ArrayLike
+
+from deepfake_detection.evaluate.metrics import roc_auc
+
+__all__ = ["PERTURBATIONS", "blur", "downscale", "gaussian_noise", "jpeg", "robustness_table"]
+
+NOISE_SIGMA = 8.0
+NOISE_SEED = 0
+
+
+def _check(img: np.ndarray) -> np.ndarray:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+        raise TypeError("perturbations take uint8 NumPy arrays")
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or min(img.shape[:2]) < 1:
+        raise ValueError(f"expected an H x W x 3 RGB or H x W image, got shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Re-encode as JPEG at ``quality`` (OpenCV's libjpeg, 4:2:0 chroma subsampling)."""
+    img = _check(img)
+    bgr = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)  # OpenCV encodes BGR
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    flag = cv2.IMREAD_GRAYSCALE if img.ndim == 2 else cv2.IMREAD_COLOR
+    out = cv2.imdecode(buf, flag)
+    if out is None:
+        raise RuntimeError("JPEG decoding failed")
+    return out if img.ndim == 2 else cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+
+def blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; the kernel spans +-3 sigma (odd size), as in CNNDetection's augmentation."""
+    img = _check(img)
+    k = 2 * math.ceil(3 * sigma) + 1
+    return cv2.GaussianBlur(img, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def downscale(img: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by ``factor`` (INTER_AREA, no aliasing) and enlarge back to the original size
+    (INTER_LINEAR): the detail lost to a low-resolution upload, at the model's input size."""
+    img = _check(img)
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))),
+                       interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def gaussian_noise(img: np.ndarray, sigma: float = NOISE_SIGMA, seed: int = NOISE_SEED) -> np.ndarray:
+    """Add N(0, sigma^2) noise in gray levels; a fresh generator per call keeps it reproducible."""
+    img = _check(img)
+    noise = np.random.default_rng(seed).normal(0.0, sigma, size=img.shape)
+    return np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
+
+
+PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "jpeg90": partial(jpeg, quality=90),
+    "jpeg70": partial(jpeg, quality=70),
+    "jpeg50": partial(jpeg, quality=50),
+    "jpeg30": partial(jpeg, quality=30),
+    "blur1": partial(blur, sigma=1.0),
+    "blur2": partial(blur, sigma=2.0),
+    "blur3": partial(blur, sigma=3.0),
+    "down0.5": partial(downscale, factor=0.5),
+    "down0.25": partial(downscale, factor=0.25),
+    "noise": gaussian_noise,
+}
+
+
+def robustness_table(
+    labels: ArrayLike, clean_scores: ArrayLike, perturbed: Mapping[str, ArrayLike]
+) -> dict[str, Any]:
+    """AUC per perturbation and its drop versus clean (positive = worse), for ``report.py``.
+
+    Returns ``{"clean_auc": float, "mean_auc_drop": float | None,
+    "perturbations": {name: {"auc": float, "auc_drop": float}}}``; the scores of every perturbation
+    must be for the same samples, in the same order, as ``clean_scores``.
+    """
+    clean = roc_auc(labels, clean_scores)
+    rows = {}
+    for name, scores in perturbed.items():
+        auc = roc_auc(labels, scores)
+        rows[name] = {"auc": auc, "auc_drop": clean - auc}
+    drops = [r["auc_drop"] for r in rows.values()]
+    return {"clean_auc": clean, "mean_auc_drop": float(np.mean(drops)) if drops else None,
+            "perturbations": rows}

@@ -1,0 +1,74 @@
+"""Generated test media: scenes with public-domain faces pasted in, and clips made with OpenCV."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+@cache
+def portraits() -> tuple[np.ndarray, ...]:
+    """Face regions of two public-domain portraits (scikit-image's astronaut, matplotlib's Hopper)."""
+    from matplotlib import cbook
+    from skimage import data
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        hopper = np.asarray(Image.open(handle).convert("RGB"))
+    astronaut = data.astronaut()[20:260, 120:320]
+    return (np.ascontiguousarray(astronaut), np.ascontiguousarray(hopper[40:420, 60:460]))
+
+
+def scene(rng: np.random.Generator, size: tuple[int, int] = (480, 640), face: int | None = 0,
+          scale: float = 1.0) -> np.ndarray:
+    """A noisy random-colour background with one portrait pasted at a random place (RGB)."""
+    h, w = size
+    colour = rng.uniform(40, 200, 3)
+    canvas = np.clip(colour + rng.normal(0, 15, (h, w, 3)), 0, 255).astype(np.uint8)
+    if face is None:
+        return canvas
+    patch = portraits()[face % 2]
+    patch = cv2.resize(patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    ph, pw = patch.shape[:2]
+    y, x = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
+    canvas[y : y + ph, x : x + pw] = patch
+    return canvas
+
+
+def write_image(path: Path, image: np.ndarray, quality: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, quality=quality)
+    return path
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
+    """An MP4 (mp4v) clip from RGB frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def moving_face_clip(path: Path, rng: np.random.Generator, n: int = 40, size: tuple[int, int] = (360, 480),
+                     face: int = 0) -> Path:
+    """A clip where one portrait slides across a fixed background."""
+    h, w = size
+    background = scene(rng, size, face=None)
+    patch = cv2.resize(portraits()[face % 2], None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    ph, pw = patch.shape[:2]
+    frames = []
+    for i in range(n):
+        frame = background.copy()
+        x = int((w - pw) * i / max(n - 1, 1))
+        y = (h - ph) // 2
+        frame[y : y + ph, x : x + pw] = patch
+        frames.append(frame)
+    return write_clip(path, frames)

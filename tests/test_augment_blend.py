@@ -1,0 +1,216 @@
+"""Augmentation config/transforms, self-blended images, and the augment-preview sheet.
+Public-domain images only (scikit-image's astronaut)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from deepfake_detection.cli import main
+from deepfake_detection.data.augment import AugmentConfig, build_eval_transform, build_train_transform
+from deepfake_detection.data.blend import BlendConfig, face_hull_points, self_blend
+from deepfake_detection.data.preview import LABEL_H, augment_preview, preview_from_paths, sheet_size
+from deepfake_detection.faces import Face, crop_face, crop_transform
+
+# RetinaFace's astronaut face (original pixels), fixed here so these tests do not need the detector.
+_BOX = np.array([177.93, 56.83, 273.12, 177.19], dtype=np.float32)
+_LM = np.array([[204.81, 100.78], [247.38, 103.42], [223.56, 129.24], [202.49, 138.15], [244.22, 140.56]])
+_NO_AUG = dict(hflip_p=0, rotate_p=0, brightness_contrast_p=0, hue_saturation_p=0, downscale_p=0, blur_p=0,
+               noise_p=0, jpeg_p=0, cutout_p=0, crop_area=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def face_crop(astronaut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 256 px crop made with THE crop protocol and its 5 landmarks in crop pixels."""
+    face = Face(_BOX, 0.99, _LM.astype(np.float32))
+    m = crop_transform(face, 256)
+    return crop_face(astronaut, face, 256), _LM @ m[:, :2].T + m[:, 2]
+
+
+def _hf_energy(img: np.ndarray) -> float:
+    """Energy of the high-frequency coefficients (u + v >= 6) of the 8x8 block DCT, what JPEG quantises
+    away (a Laplacian would instead grow with JPEG's block edges)."""
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    h, w = (gray.shape[0] // 8) * 8, (gray.shape[1] // 8) * 8
+    u, v = np.meshgrid(np.arange(8), np.arange(8))
+    high = (u + v) >= 6
+    return float(sum((cv2.dct(gray[y:y + 8, x:x + 8])[high] ** 2).sum()
+                     for y in range(0, h, 8) for x in range(0, w, 8)))
+
+
+def _synthetic_68(center: tuple[float, float], rx: float, ry: float) -> np.ndarray:
+    """68 points in iBUG roles: a jaw arc, brows, nose, eyes and mouth inside an ellipse."""
+    cx, cy = center
+    t = np.linspace(np.pi * 0.95, np.pi * 0.05, 17)  # jaw: ear to ear through the chin
+    jaw = np.stack([cx - rx * np.cos(t), cy + ry * np.sin(t) * 1.0], 1)
+    brows = np.stack([np.linspace(cx - 0.8 * rx, cx + 0.8 * rx, 10), np.full(10, cy - 0.6 * ry)], 1)
+    inner = np.stack([cx + rx * 0.5 * np.cos(np.linspace(0, 6.2, 41)),
+                      cy + ry * 0.4 * np.sin(np.linspace(0, 6.2, 41))], 1)
+    return np.vstack([jaw, brows, inner])
+
+
+# --- augmentation -------------------------------------------------------------------------------------
+
+def test_augment_config_rejects_unknown_keys_and_bad_ranges(tmp_path: Path) -> None:
+    assert AugmentConfig.model_validate({"jpeg_p": 0.7}).jpeg_p == 0.7
+    with pytest.raises(ValidationError, match="jpeg_qualty"):
+        AugmentConfig.model_validate({"jpeg_qualty": [30, 100]})
+    with pytest.raises(ValidationError):
+        AugmentConfig.model_validate({"jpeg_quality": [90, 30]})
+    with pytest.raises(ValidationError):
+        AugmentConfig.model_validate({"blur_p": 1.5})
+    cfg_file = tmp_path / "train.yaml"
+    cfg_file.write_text("augment:\n  jpeg_quality: [40, 100]\n  blur_p: 0.25\n", encoding="utf-8")
+    cfg = AugmentConfig.from_yaml(cfg_file)
+    assert cfg.jpeg_quality == (40, 100) and cfg.blur_p == 0.25
+    with pytest.raises(ValueError):
+        BlendConfig.model_validate({"blend_ratio": [1.0]})
+
+
+def test_train_transform_size_dtype_and_randomness(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, _ = face_crop
+    train = build_train_transform(AugmentConfig(), 224, seed=0)
+    ref = build_eval_transform(224)(image=crop)["image"]
+    outs = [train(image=crop)["image"] for _ in range(4)]
+    for out in outs:
+        assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert all(not np.array_equal(out, ref) for out in outs)
+    assert not np.array_equal(outs[0], outs[1])
+    # Same seed, same stream of augmentations.
+    again = build_train_transform(AugmentConfig(), 224, seed=0)
+    assert np.array_equal(again(image=crop)["image"], outs[0])
+
+
+def test_eval_transform_is_a_deterministic_resize(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, _ = face_crop
+    tf = build_eval_transform(224)
+    a, b = tf(image=crop)["image"], build_eval_transform(224)(image=crop)["image"]
+    assert a.shape == (224, 224, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    expected = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_AREA)
+    assert np.abs(a.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_jpeg_quality_is_applied(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, _ = face_crop
+    plain = build_train_transform(AugmentConfig(**_NO_AUG), 256, seed=0)(image=crop)["image"]
+    assert np.array_equal(plain, crop)  # everything off: identity (checks the off switches too)
+    cfg = AugmentConfig(**{**_NO_AUG, "jpeg_p": 1.0, "jpeg_quality": (30, 30)})
+    jpeg = build_train_transform(cfg, 256, seed=0)(image=crop)["image"]
+    assert not np.array_equal(jpeg, crop)
+    cfg95 = AugmentConfig(**{**_NO_AUG, "jpeg_p": 1.0, "jpeg_quality": (95, 95)})
+    jpeg95 = build_train_transform(cfg95, 256, seed=0)(image=crop)["image"]
+    assert _hf_energy(jpeg) < 0.5 * _hf_energy(crop)
+    assert _hf_energy(jpeg) < 0.5 * _hf_energy(jpeg95)
+
+
+# --- self-blending ------------------------------------------------------------------------------------
+
+def test_self_blend_changes_only_inside_the_mask(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    for seed in range(8):
+        fake, mask = self_blend(crop, lm, np.random.default_rng(seed))
+        assert fake.shape == crop.shape and fake.dtype == np.uint8
+        assert mask.shape == crop.shape[:2] and mask.dtype == np.float32
+        assert mask.min() >= 0.0 and mask.max() <= 1.0
+        outside = mask == 0
+        assert np.array_equal(fake[outside], crop[outside])
+        assert outside.mean() > 0.2  # the background is left alone
+        assert np.abs(fake.astype(int) - crop.astype(int))[mask > 0.2].mean() > 0.5
+
+
+def test_self_blend_mask_covers_the_face_region(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    hull = face_hull_points(lm)
+    x0, y0 = hull.min(0)
+    x1, y1 = hull.max(0)
+    margin = 0.35 * max(x1 - x0, y1 - y0)
+    for seed in range(8):
+        _, mask = self_blend(crop, lm, np.random.default_rng(seed))
+        ys, xs = np.nonzero(mask)
+        assert xs.min() >= x0 - margin and xs.max() <= x1 + margin
+        assert ys.min() >= y0 - margin and ys.max() <= y1 + margin
+        # The eyes, nose and mouth are inside, at (nearly) the full blend ratio.
+        at_points = mask[np.clip(lm[:, 1].astype(int), 0, 255), np.clip(lm[:, 0].astype(int), 0, 255)]
+        assert (at_points >= 0.9 * mask.max()).all()
+        assert mask[0, 0] == 0 and mask[-1, -1] == 0
+
+
+def test_self_blend_is_deterministic_and_ratio_from_config(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    a = self_blend(crop, lm, np.random.default_rng(3))
+    b = self_blend(crop, lm, np.random.default_rng(3))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    c = self_blend(crop, lm, np.random.default_rng(4))
+    assert not np.array_equal(a[0], c[0])
+    ratios = {round(float(self_blend(crop, lm, np.random.default_rng(s))[1].max()), 3) for s in range(40)}
+    assert ratios <= {0.25, 0.5, 0.75, 1.0} and len(ratios) >= 3
+    _, half = self_blend(crop, lm, np.random.default_rng(0), cfg=BlendConfig(blend_ratios=(0.5,)))
+    assert half.max() == pytest.approx(0.5)
+
+
+def test_self_blend_prefers_68_points(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    lm68 = _synthetic_68((100.0, 150.0), 45.0, 55.0)  # deliberately away from the 5-point face
+    fake, mask = self_blend(crop, lm, np.random.default_rng(0), landmarks68=lm68.reshape(-1))
+    ys, xs = np.nonzero(mask)
+    assert abs(xs.mean() - 100) < 12 and abs(ys.mean() - 150) < 15  # follows the 68-point hull
+    assert np.array_equal(fake[mask == 0], crop[mask == 0])
+    hull = face_hull_points(lm, lm68)
+    assert hull.shape == (68, 2)
+
+
+def test_self_blend_rejects_bad_landmarks(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="5"):
+        self_blend(crop, lm[:4], rng)
+    with pytest.raises(ValueError, match="non-finite"):
+        self_blend(crop, np.full((5, 2), np.nan), rng)
+    with pytest.raises(ValueError, match="misses"):
+        self_blend(crop, lm + 1000, rng)
+    with pytest.raises(ValueError, match="degenerate"):
+        self_blend(crop, np.zeros((5, 2)), rng)
+    with pytest.raises(ValueError, match="uint8"):
+        self_blend(crop.astype(np.float32), lm, rng)
+
+
+# --- preview ------------------------------------------------------------------------------------------
+
+def test_augment_preview_sheet(tmp_path: Path, face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    out = augment_preview([crop, crop], [lm, None], tmp_path / "sheet.png", augment=AugmentConfig(),
+                          per_row=2, input_size=128)
+    assert Image.open(out).size == sheet_size(2, 2, 128) == (128 * 5 + 64 * 2, 2 * (128 + LABEL_H))
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]  # no temporary left behind
+
+
+def test_preview_from_manifest(tmp_path: Path, face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    import pandas as pd
+
+    crop, lm = face_crop
+    (tmp_path / "crops").mkdir()
+    Image.fromarray(crop).save(tmp_path / "crops" / "a.png")
+    pd.DataFrame({"crop_path": ["crops/a.png"], "landmarks": [lm.reshape(-1).tolist()],
+                  "landmarks68": [None], "label": [0]}).to_parquet(tmp_path / "manifest.parquet")
+    out = preview_from_paths([tmp_path / "manifest.parquet"], tmp_path / "m.png", per_row=1, input_size=96)
+    assert Image.open(out).size == sheet_size(1, 1, 96)
+
+
+def test_cli_augment_preview(
+    tmp_path: Path, astronaut: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(src)
+    out = tmp_path / "out" / "sheet.png"
+    assert main(["augment-preview", str(src), "--out", str(out), "--count", "2", "--seed", "1"]) == 0
+    assert Image.open(out).size == sheet_size(1, 2, 224)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jpeg_p: 0.5\nunknown_key: 1\n", encoding="utf-8")
+    assert main(["augment-preview", str(src), "--out", str(out), "--config", str(bad)]) == 2
+    assert "unknown_key" in capsys.readouterr().err
