@@ -15,37 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
-
-
-def _portraits() -> list[np.ndarray]:
-    from matplotlib import cbook
-    from skimage import data
-
-    with cbook.get_sample_data("grace_hopper.jpg") as handle:
-        hopper = np.asarray(Image.open(handle).convert("RGB"))
-    return [data.astronaut()[20:260, 120:320], hopper[40:420, 60:460]]
 
 
 def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """720p scenes: a noisy gradient background with one portrait pasted at a random place and size."""
+    """720p scenes, each with one public-domain portrait pasted at a random place and size."""
+    from deepfake_detection.synthetic import scene, write_image
+
     rng = np.random.default_rng(seed)
-    portraits = _portraits()
     paths = []
     for i in range(count):
-        base = np.linspace(30, 200, 1280, dtype=np.float32)[None, :, None] * rng.uniform(0.5, 1.0, (1, 1, 3))
-        canvas = np.clip(base + rng.normal(0, 12, (720, 1280, 3)), 0, 255).astype(np.uint8)
-        face = portraits[i % len(portraits)]
-        scale = rng.uniform(0.7, 1.6)
-        face = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        h, w = face.shape[:2]
-        y, x = rng.integers(0, 720 - h), rng.integers(0, 1280 - w)
-        canvas[y : y + h, x : x + w] = face
-        path = folder / f"scene_{i:04d}.jpg"
-        Image.fromarray(canvas).save(path, quality=90)
-        paths.append(path)
+        image = scene(rng, (720, 1280), face=i, scale=rng.uniform(0.7, 1.4))
+        paths.append(write_image(folder / f"scene_{i:04d}.jpg", image))
     return paths
 
 

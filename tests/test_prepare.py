@@ -18,7 +18,7 @@ from deepfake_detection.cli import main
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import MANIFEST_COLUMNS
 from deepfake_detection.data.video import frame_indices
-from synthetic import moving_face_clip, scene, write_image
+from deepfake_detection.synthetic import moving_face_clip, scene, write_image
 
 
 def _dataset(root: Path, n_per_class: int = 8, seed: int = 0) -> Path:

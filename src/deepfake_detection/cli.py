@@ -105,6 +105,33 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepfake_detection.evaluate.run import ROBUSTNESS_DEFAULT, evaluate_model
+
+    robustness = () if args.no_robustness else ROBUSTNESS_DEFAULT
+    split = None if args.split == "all" else args.split
+    results = evaluate_model(args.model, args.data, args.out, split=split, robustness=robustness,
+                             n_boot=args.bootstrap)
+    frame, video = results["frame"]["at_threshold"], (results.get("video") or {}).get("at_threshold", {})
+    ci = results["frame"].get("auc_ci")
+    print(f"frames {results['data']['n_frames']}: AUC {frame['auc']:.4f} (95% CI {ci}), "
+          f"F1 {frame['f1']}, EER {frame['eer']}, ECE {frame.get('ece')}")
+    if video:
+        print(f"videos {results['data']['n_videos']}: AUC {video.get('auc')}")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from deepfake_detection.evaluate.report import compare_table
+    from deepfake_detection.evaluate.run import compare_runs
+
+    rows = compare_runs(args.runs, args.out, latency=not args.no_latency)
+    print(compare_table(rows))
+    print(f"comparison: {Path(args.out) / 'comparison.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepfake_detection.infer.writers import FORMATS
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
@@ -153,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--chunk-size", type=int, default=32, help="sources per unit of resumable work")
     prep.add_argument("--no-progress", action="store_true")
     prep.set_defaults(func=_cmd_prepare)
+
+    ev = sub.add_parser("evaluate", help="metrics, plots and a report for a model on a manifest or folder")
+    ev.add_argument("model", help="model file (.onnx or .safetensors)")
+    ev.add_argument("data", help="manifest.parquet from `dfd prepare`, or a folder with real/ and fake/")
+    ev.add_argument("--split", default="test", help="manifest split to evaluate (train, val, test, all)")
+    ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--no-robustness", action="store_true", help="skip the JPEG/blur/resize/noise sweep")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for AUC intervals")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    cmp = sub.add_parser("compare", help="one table across `dfd evaluate` report folders")
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="folders written by `dfd evaluate --out`")
+    cmp.add_argument("--out", required=True)
+    cmp.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime latency measurement")
+    cmp.set_defaults(func=_cmd_compare)
 
     models = sub.add_parser("models", help="list the registered architectures")
     models.set_defaults(func=_cmd_models)

@@ -1,4 +1,8 @@
-"""Generated test media: scenes with public-domain faces pasted in, and clips made with OpenCV."""
+"""Generated media for tests, benchmarks and demos: scenes with public-domain faces pasted in, clips.
+
+The faces come from public-domain portraits that packages ship (scikit-image's astronaut, a
+development dependency, and matplotlib's Grace Hopper); nothing from ../shared/data.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,7 @@ def portraits() -> tuple[np.ndarray, ...]:
     from matplotlib import cbook
     from skimage import data
 
-    with cbook.get_sample_data("grace_hopper.jpg") as handle:
-        hopper = np.asarray(Image.open(handle).convert("RGB"))
+    hopper = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
     astronaut = data.astronaut()[20:260, 120:320]
     return (np.ascontiguousarray(astronaut), np.ascontiguousarray(hopper[40:420, 60:460]))
 
@@ -46,19 +49,31 @@ def write_image(path: Path, image: np.ndarray, quality: int = 90) -> Path:
     return path
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
-    """An MP4 (mp4v) clip from RGB frames."""
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0, *, h264: bool = False) -> Path:
+    """An MP4 clip from RGB frames: MPEG-4 part 2 with OpenCV, or H.264 (libx264 from imageio-ffmpeg,
+    a development dependency: OpenCV's wheels carry no H.264 encoder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if h264:
+        import imageio_ffmpeg
+
+        writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264", quality=None,
+                                             output_params=["-crf", "23", "-preset", "veryfast"],
+                                             macro_block_size=8)
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        return path
+    cv_writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
     for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+        cv_writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    cv_writer.release()
     return path
 
 
 def moving_face_clip(path: Path, rng: np.random.Generator, n: int = 40, size: tuple[int, int] = (360, 480),
-                     face: int = 0) -> Path:
+                     face: int = 0, *, h264: bool = False) -> Path:
     """A clip where one portrait slides across a fixed background."""
     h, w = size
     background = scene(rng, size, face=None)
@@ -71,4 +86,4 @@ def moving_face_clip(path: Path, rng: np.random.Generator, n: int = 40, size: tu
         y = (h - ph) // 2
         frame[y : y + ph, x : x + pw] = patch
         frames.append(frame)
-    return write_clip(path, frames)
+    return write_clip(path, frames, h264=h264)

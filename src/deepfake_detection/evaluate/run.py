@@ -1,0 +1,176 @@
+"""`dfd evaluate` and `dfd compare`: a model file + a manifest (or a folder) -> report; runs -> table.
+
+Evaluation never fits anything on the evaluated data: the threshold and temperature come from the
+model's ModelSpec, where training put the values fitted on validation data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from deepfake_detection.errors import DFDError
+from deepfake_detection.infer.backends import Backend, load_backend
+from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
+
+log = logging.getLogger(__name__)
+
+ROBUSTNESS_DEFAULT = ("jpeg90", "jpeg70", "jpeg50", "jpeg30", "blur1", "blur2", "blur3", "down0.5",
+                      "down0.25", "noise")
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DFDError(f"cannot read crop {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _logits(backend: Backend, crops: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+    out = [backend.logits(to_batch(list(crops[i : i + batch]), backend.spec))
+           for i in range(0, len(crops), batch)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *,
+                   perturbations: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Calibrated probabilities per crop (column `score`), clean and under each perturbation."""
+    from deepfake_detection.evaluate.robustness import PERTURBATIONS
+
+    size, temperature = backend.spec.input_size, backend.spec.temperature
+    scores: list[np.ndarray] = []
+    perturbed: dict[str, list[np.ndarray]] = {name: [] for name in perturbations}
+    stored = df["crop_path"].tolist()
+    for start in range(0, len(stored), 256):  # bounded memory: 256 crops at a time
+        raw = [_read_rgb(root / p) for p in stored[start : start + 256]]
+        crops = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in raw]
+        scores.append(sigmoid_probability(_logits(backend, crops), temperature))
+        for name in perturbations:  # degrade the stored crop, as a re-encoded upload would be
+            degraded = [cv2.resize(PERTURBATIONS[name](r), (size, size), interpolation=cv2.INTER_AREA)
+                        for r in raw]
+            perturbed[name].append(sigmoid_probability(_logits(backend, degraded), temperature))
+    scored = df.copy()
+    scored["score"] = np.concatenate(scores) if scores else np.zeros(0)
+    return scored, {name: np.concatenate(v) for name, v in perturbed.items()}
+
+
+def _model_info(path: Path, backend: Backend) -> dict[str, Any]:
+    spec = backend.spec
+    return {"name": spec.name or spec.arch, "arch": spec.arch, "input_size": spec.input_size,
+            "sha256": backend.sha256, "file": str(path), "backend": backend.name,
+            "file_size_mb": round(path.stat().st_size / 2**20, 2)}
+
+
+def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, split: str | None = "test",
+                   robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000) -> dict[str, Any]:
+    """Evaluate a model on a manifest's split (or all rows of a folder) and write the report."""
+    from deepfake_detection.data.manifest import read_manifest
+    from deepfake_detection.evaluate.pipeline import evaluate_predictions, make_plots
+    from deepfake_detection.evaluate.report import write_report
+    from deepfake_detection.evaluate.robustness import robustness_table
+
+    model_path, data_path, out_dir = Path(model), Path(data), Path(out)
+    backend = load_backend(model_path)
+    if data_path.is_dir():
+        df, root = _folder_frame(data_path, model_path), None
+    else:
+        df, root = read_manifest(data_path), data_path.parent
+        if split:
+            df = df[df["split"] == split].reset_index(drop=True)
+    if df.empty or df["label"].nunique() < 2:
+        raise DFDError(f"{data_path}: the evaluated set needs both real and fake samples "
+                       f"(split={split!r}: {len(df)} rows)")
+    perturbed: dict[str, np.ndarray] = {}
+    if root is not None:
+        df, perturbed = score_manifest(backend, df, root, perturbations=robustness)
+    spec = backend.spec
+    results = evaluate_predictions(df, threshold=spec.threshold, temperature=spec.temperature,
+                                   model=_model_info(model_path, backend), n_boot=n_boot)
+    results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),
+                       "n_videos": int(df["source_id"].nunique())}
+    if perturbed:
+        results["robustness"] = robustness_table(df["label"].to_numpy(), df["score"].to_numpy(), perturbed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results["plots"] = {k: str(v) for k, v in make_plots(df, results, out_dir).items()}
+    df.drop(columns=[c for c in ("box", "landmarks", "landmarks68") if c in df.columns]).to_csv(
+        out_dir / "scores.csv", index=False)
+    write_report(results, out_dir, title=f"Evaluation of {results['model']['name']}")
+    return results
+
+
+def _folder_frame(folder: Path, model_path: Path) -> pd.DataFrame:
+    """Score the images of a real/ + fake/ folder with the full pipeline (detect, crop, classify)."""
+    from deepfake_detection.data.layouts import iter_sources
+    from deepfake_detection.infer.predictor import Predictor
+
+    items = [s for s in iter_sources([folder]) if s.kind == "image"]
+    predictor = Predictor.load(model_path)
+    rows = []
+    for item, result in zip(items, predictor.predict_many([s.path for s in items]), strict=True):
+        if result.fake_probability is None:
+            continue  # no face or unreadable: counted by `dfd detect`, not scorable here
+        rows.append({"source_id": item.source_id, "label": item.label, "method": item.method,
+                     "dataset": item.dataset, "group": item.group, "score": result.fake_probability})
+    return pd.DataFrame(rows)
+
+
+def measure_latency(model: str | Path, *, repeats: int = 30) -> dict[str, float]:
+    """ONNX Runtime CPU latency: batch 1 (median ms) and batch 32 (median ms per batch, images/s)."""
+    from deepfake_detection.infer.backends import OnnxBackend
+
+    path = Path(model)
+    onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
+    backend = OnnxBackend(onnx_path)
+    size = backend.spec.input_size
+    rng = np.random.default_rng(0)
+    figures = {}
+    for batch, runs in ((1, repeats), (32, max(3, repeats // 10))):
+        x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+        for _ in range(3):
+            backend.logits(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            backend.logits(x)
+            times.append((time.perf_counter() - start) * 1000)
+        figures[f"latency_ms_b{batch}"] = float(np.median(times))
+    figures["throughput_ips"] = 32 / (figures["latency_ms_b32"] / 1000)
+    return figures
+
+
+def compare_runs(runs: Sequence[str | Path], out: str | Path, *,
+                 latency: bool = True) -> list[dict[str, Any]]:
+    """One table across evaluation folders (each with metrics.json written by `dfd evaluate`)."""
+    from deepfake_detection.evaluate.report import write_comparison
+    from deepfake_detection.models.registry import create_model
+
+    rows = []
+    for run in runs:
+        metrics_path = Path(run) / "metrics.json"
+        if not metrics_path.exists():
+            raise DFDError(f"{run}: no metrics.json (run `dfd evaluate ... --out {run}` first)")
+        results = json.loads(metrics_path.read_text())
+        model = results["model"]
+        frame = results["frame"]["at_threshold"]
+        robust = results.get("robustness") or {}
+        row: dict[str, Any] = {
+            "name": model["name"], "arch": model["arch"], "file_size_mb": model.get("file_size_mb"),
+            "params": sum(p.numel() for p in create_model(model["arch"]).parameters()),
+            "auc": frame.get("auc"), "f1": frame.get("f1"), "eer": frame.get("eer"),
+            "video_auc": (results.get("video") or {}).get("at_threshold", {}).get("auc"),
+            "robustness_mean_auc_drop": robust.get("mean_auc_drop"),
+        }
+        if latency and model.get("file") and os.path.exists(model["file"]):
+            row.update(measure_latency(model["file"]))
+        rows.append(row)
+    write_comparison(rows, out)
+    return rows

@@ -1,0 +1,170 @@
+"""Typed training configuration: YAML in, `--set a.b=value` overrides, unknown keys are errors.
+
+    cfg = load_config("configs/default.yaml", ["optim.lr=1e-3", "data.sbi=false"])
+    save_config(cfg, run_dir / "config.yaml")   # every run keeps the exact config it ran with
+
+Override values are parsed with `yaml.safe_load` (so `1e-3` is a float, `false` a bool, `[1, 2]` a
+list) and never evaluated. Relative paths (manifests, `out`, a pretrained file) are relative to the
+working directory, like any command-line path.
+
+Batch size: `batch_size` is per process and per micro-batch. One optimiser step sees
+batch_size x world_size x optim.grad_accum samples (the global batch); the learning rate is NOT
+rescaled automatically when any of those change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from deepfake_detection.data.augment import AugmentConfig
+from deepfake_detection.errors import DFDError
+
+__all__ = [
+    "ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+    "apply_overrides", "load_config", "save_config",
+]
+
+
+class ConfigError(DFDError, ValueError):
+    """A training config is unreadable, has unknown keys, or values of the wrong type or range."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    manifests: list[str] = Field(min_length=1)  # concatenated; a single path is accepted too
+    sbi: bool = True  # self-blended pseudo-fakes made on the fly from real training crops
+    sbi_ratio: float = Field(default=0.5, ge=0.0, le=1.0)  # fraction of real crops blended (label 1)
+    use_fakes: bool = True  # false: real-only SBI training, as in the SBI paper
+    class_balance: bool = False  # sample so each manifest label is half of every epoch
+    pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
+    augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
+    num_workers: int = Field(default=2, ge=0)
+    max_train_samples: int | None = Field(default=None, ge=1)  # caps for quick runs
+    max_val_samples: int | None = Field(default=None, ge=2)
+
+    @field_validator("manifests", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | Path) else v
+
+
+class ModelConfig(_Strict):
+    arch: str = "efficientnet_lite0"
+    pretrained: StrictBool | str = False  # True: offline ImageNet weights; "hub"; or a backbone file
+    drop_rate: float = Field(default=0.2, ge=0.0, lt=1.0)
+    input_size: int | None = Field(default=None, ge=8)  # None: the architecture's default
+    freeze_backbone: bool = False  # only the head trains; backbone BN statistics stay frozen too
+    sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA (torch has no CPU SyncBatchNorm)
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=3e-4, gt=0.0)
+    weight_decay: float = Field(default=0.05, ge=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # SGD only
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)  # targets become s/2 and 1 - s/2
+    grad_accum: int = Field(default=1, ge=1)
+    grad_clip: float | None = Field(default=None, gt=0.0)  # max global L2 norm; null: no clipping
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0.0)  # linear warm-up, per optimiser step
+    step_size: float = Field(default=3.0, gt=0.0)  # epochs between decays ("step")
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)  # cosine floor, fraction of lr
+
+
+class TrainConfig(_Strict):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=32, ge=2)  # per process, per micro-batch (BatchNorm needs >= 2)
+    seed: int = Field(default=0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only; CPU always trains in float32
+    channels_last: bool = False
+    early_stopping_patience: int | None = Field(default=None, ge=1)  # epochs without a better val AUC
+    out: str = "runs/default"
+    threshold_strategy: Literal["youden", "f1", "fpr"] = "youden"
+    target_fpr: float = Field(default=0.05, ge=0.0, le=1.0)  # for threshold_strategy "fpr"
+    tensorboard: bool = True  # used when torch.utils.tensorboard imports; silent otherwise
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Set `a.b.c=value` items in a nested dict (a copy); values parsed with yaml.safe_load."""
+    out: dict[str, Any] = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if not isinstance(child, dict):  # also replaces a null section (e.g. `augment: null`)
+                child = node[p] = {}
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config (None: start from defaults, overrides must then give data.manifests)."""
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return config_from_dict(apply_overrides(data, overrides), str(path or "config"))
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain JSON types only (lists, not tuples): fit for YAML, JSON and weights-only checkpoints."""
+    out: dict[str, Any] = cfg.model_dump(mode="json")
+    return out
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    return path

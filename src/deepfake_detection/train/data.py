@@ -1,0 +1,238 @@
+"""Manifest rows -> training samples, and the per-epoch sample orders (plain, class-balanced, paired).
+
+Determinism: every random choice for a sample (whether a real crop becomes a self-blended fake, the
+blend itself, the augmentation) comes from a generator seeded by (seed, epoch, index). Samplers yield
+`(epoch, index)` keys, so a sample is the same whichever process, worker or rank draws it, and a
+resumed run reproduces the stream without saving any loader state.
+
+Sharding: the epoch's global order is cut into micro-batches of `batch_size`; global micro-step j is
+order[j*B*W : (j+1)*B*W] and rank r takes its r-th slice of B. So 2 ranks x batch 4 see exactly the
+samples 1 rank x batch 8 sees, step by step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from deepfake_detection.data.blend import BlendConfig, self_blend
+from deepfake_detection.data.manifest import read_manifest
+from deepfake_detection.errors import DatasetError
+from deepfake_detection.infer.preprocess import to_batch
+from deepfake_detection.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int]  # (epoch, row index)
+Transform = Callable[..., dict[str, Any]]  # an albumentations Compose
+
+
+def load_manifests(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate manifests; `crop_path` becomes absolute (it is relative to its manifest's folder)."""
+    frames = []
+    for p in paths:
+        df = read_manifest(p)
+        root = Path(p).resolve().parent
+        df["crop_path"] = [str(root / c) for c in df["crop_path"]]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+class CropDataset(Dataset[dict[str, Any]]):
+    """Crops of a manifest frame. `dataset[(epoch, i)]` -> {image: float32 (3,S,S), label, index}.
+
+    Real rows are turned into self-blended fakes (label 1) with probability `sbi_ratio`, decided per
+    (seed, epoch, index); when blending refuses the landmarks the untouched real is kept (label 0).
+    Both classes then go through the same `transform` and the spec's normalisation (as inference)."""
+
+    def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *, sbi_ratio: float = 0.0,
+                 sbi_rows: np.ndarray | None = None, seed: int = 0, blend: BlendConfig | None = None) -> None:
+        self.paths = [str(p) for p in rows["crop_path"]]
+        self.labels = rows["label"].to_numpy(np.int64)
+        self.groups = [str(g) for g in rows["group"]]
+        self.landmarks = list(rows["landmarks"])
+        lm68 = rows["landmarks68"] if "landmarks68" in rows else [None] * len(rows)
+        self.landmarks68 = list(lm68)
+        self.spec, self.transform, self.sbi_ratio, self.seed, self.blend = spec, transform, sbi_ratio, seed, blend
+        # Which real rows may be blended (None: all); validation uses a fixed half of its reals.
+        self.sbi_rows = sbi_rows
+        self.sbi_failures = 0  # per process; for the log, not for correctness
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _read(self, i: int) -> np.ndarray:
+        bgr = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DatasetError(f"cannot read crop {self.paths[i]}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def __getitem__(self, key: Key | int) -> dict[str, Any]:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        rng = sample_seed(self.seed, epoch, i)
+        tf_seed = int(rng.integers(2**31))  # drawn first: independent of how much the blend consumes
+        image = self._read(i)
+        label = int(self.labels[i])
+        eligible = label == 0 and (self.sbi_rows is None or bool(self.sbi_rows[i]))
+        if eligible and self.sbi_ratio > 0 and rng.random() < self.sbi_ratio:
+            lm = self.landmarks[i]
+            try:
+                if lm is None:
+                    raise ValueError("no landmarks")
+                image, _ = self_blend(image, lm, rng, landmarks68=self.landmarks68[i], cfg=self.blend)
+                label = 1
+            except ValueError as exc:  # degenerate landmarks: keep the real crop, as a real
+                self.sbi_failures += 1
+                log.debug("SBI skipped for %s: %s", self.paths[i], exc)
+        set_seed = getattr(self.transform, "set_random_seed", None)
+        if set_seed is not None:
+            set_seed(tf_seed)
+        image = self.transform(image=image)["image"]
+        x = to_batch([np.ascontiguousarray(image)], self.spec)[0]  # the inference normalisation
+        return {"image": torch.from_numpy(x), "label": torch.tensor(label, dtype=torch.float32), "index": i}
+
+
+# ---- epoch orders ---------------------------------------------------------------------------------
+
+def _rng(seed: int, epoch: int, salt: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, salt]))
+
+
+def _cycle(indices: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n items from `indices`: whole fresh permutations, then part of one (every item used evenly)."""
+    reps = -(-n // max(len(indices), 1))
+    return np.concatenate([rng.permutation(indices) for _ in range(reps)])[:n]
+
+
+def plain_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return _rng(seed, epoch, 1).permutation(n)
+
+
+def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """len(labels) indices, exactly half from each class (the minority repeated), shuffled."""
+    rng = _rng(seed, epoch, 2)
+    reals, fakes = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    if not len(reals) or not len(fakes):  # one class (e.g. real-only SBI training): nothing to balance
+        return rng.permutation(len(labels))
+    n = len(labels)
+    order = np.concatenate([_cycle(reals, n - n // 2, rng), _cycle(fakes, n // 2, rng)])
+    return rng.permutation(order)
+
+
+def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, seed: int, epoch: int) -> np.ndarray:
+    """All indices, arranged in micro-batches of `micro_batch` where each (real, fake) pair of the
+    same group sits in the same micro-batch (GenD); unpaired crops fill the gaps."""
+    rng = _rng(seed, epoch, 3)
+    by_group: dict[str, tuple[list[int], list[int]]] = {}
+    for i, (lab, g) in enumerate(zip(labels, groups, strict=True)):
+        by_group.setdefault(g, ([], []))[int(lab)].append(i)
+    pairs: list[tuple[int, int]] = []
+    singles: list[int] = []
+    for g in sorted(by_group):
+        reals, fakes = (list(rng.permutation(v)) for v in by_group[g])
+        k = min(len(reals), len(fakes))
+        pairs += list(zip(reals[:k], fakes[:k], strict=True))
+        singles += reals[k:] + fakes[k:]
+    pairs = [pairs[j] for j in rng.permutation(len(pairs))]
+    singles = [singles[j] for j in rng.permutation(len(singles))]
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    while pairs or singles:
+        space = micro_batch - len(cur)
+        if space >= 2 and pairs:
+            cur += pairs.pop()
+        elif singles:
+            cur.append(singles.pop())
+        else:  # one slot left and only pairs: this pair is split (rare; odd batch sizes)
+            a, b = pairs.pop()
+            cur.append(a)
+            singles.append(b)
+        if len(cur) == micro_batch:
+            batches.append(cur)
+            cur = []
+    if cur:
+        batches.append(cur)
+    return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """How an epoch's global order is drawn."""
+
+    labels: np.ndarray
+    groups: Sequence[str]
+    seed: int
+    class_balance: bool = False
+    pair_sources: bool = False
+
+    def order(self, epoch: int, micro_batch: int) -> np.ndarray:
+        if self.pair_sources:
+            return paired_order(self.labels, self.groups, micro_batch, self.seed, epoch)
+        if self.class_balance:
+            return balanced_order(self.labels, self.seed, epoch)
+        return plain_order(len(self.labels), self.seed, epoch)
+
+
+class ShardedBatchSampler(Sampler[list[Key]]):
+    """This rank's micro-batches of the epoch's global order, as lists of (epoch, index) keys.
+
+    The order is padded by wrapping around to a whole number of optimiser steps
+    (batch_size x world_size x grad_accum), so every step is full and every rank runs the same number
+    of steps (DDP needs that)."""
+
+    def __init__(self, spec: OrderSpec, batch_size: int, *, world_size: int = 1, rank: int = 0,
+                 grad_accum: int = 1) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.spec, self.batch_size, self.world_size, self.rank = spec, batch_size, world_size, rank
+        self.step_size = batch_size * world_size * grad_accum
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_order(self) -> np.ndarray:
+        order = self.spec.order(self.epoch, self.batch_size)
+        n = -(-len(order) // self.step_size) * self.step_size
+        return np.resize(order, n)  # np.resize wraps around
+
+    def __len__(self) -> int:
+        n = len(self.spec.labels)  # every order holds each row once, or n draws (balanced)
+        return -(-n // self.step_size) * self.step_size // (self.batch_size * self.world_size)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        order = self.global_order()
+        span = self.batch_size * self.world_size
+        for start in range(0, len(order), span):
+            lo = start + self.rank * self.batch_size
+            yield [(self.epoch, int(i)) for i in order[lo : lo + self.batch_size]]
+
+
+class ShardedEvalSampler(Sampler[list[Key]]):
+    """Evaluation: rank r takes rows r, r+W, ...; results are gathered and re-ordered by index."""
+
+    def __init__(self, n: int, batch_size: int, *, world_size: int = 1, rank: int = 0) -> None:
+        super().__init__()
+        self.indices = list(range(rank, n, world_size))
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        for s in range(0, len(self.indices), self.batch_size):
+            yield [(0, i) for i in self.indices[s : s + self.batch_size]]

@@ -1,0 +1,123 @@
+"""Building a run's pieces from its config: the two datasets and loaders, the model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deepfake_detection.data.augment import build_eval_transform, build_train_transform
+from deepfake_detection.errors import DatasetError
+from deepfake_detection.models.registry import create_model
+from deepfake_detection.models.spec import ModelSpec
+from deepfake_detection.train.config import ConfigError, TrainConfig
+from deepfake_detection.train.data import (
+    CropDataset,
+    OrderSpec,
+    ShardedBatchSampler,
+    ShardedEvalSampler,
+    load_manifests,
+)
+from deepfake_detection.train.distributed import DistInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    train_set: CropDataset
+    val_set: CropDataset
+    train_sampler: ShardedBatchSampler
+    train_loader: DataLoader[dict[str, object]]
+    val_loader: DataLoader[dict[str, object]]
+
+
+def _capped(df: pd.DataFrame, cap: int | None, seed: int, *, balanced: bool = False) -> pd.DataFrame:
+    """A fixed (seeded, epoch-independent) subset of at most `cap` rows, in manifest order.
+    balanced: alternate classes, so a capped validation set keeps both."""
+    if cap is None or len(df) <= cap:
+        return df
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
+    if balanced:
+        per = [rng.permutation(np.flatnonzero(df["label"].to_numpy() == c)) for c in (0, 1)]
+        inter = [p[k] for k in range(max(map(len, per))) for p in per if k < len(p)]
+        pick = np.sort(np.asarray(inter[:cap]))
+    else:
+        pick = np.sort(rng.permutation(len(df))[:cap])
+    return df.iloc[pick].reset_index(drop=True)
+
+
+def split_rows(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = load_manifests(cfg.data.manifests)
+    train = rows[rows["split"] == "train"]
+    if not cfg.data.use_fakes:
+        train = train[train["label"] == 0]
+    val = rows[rows["split"] == "val"].reset_index(drop=True)
+    train = _capped(train.reset_index(drop=True), cfg.data.max_train_samples, cfg.seed)
+    val = _capped(val, cfg.data.max_val_samples, cfg.seed, balanced=True)
+    where = ", ".join(cfg.data.manifests)
+    if train.empty:
+        raise DatasetError(f"{where}: no training rows (split 'train'{'' if cfg.data.use_fakes else ', real'})")
+    if not cfg.data.sbi and train["label"].nunique() < 2:
+        raise ConfigError("training data hold one class only: enable data.sbi or data.use_fakes")
+    if val.empty:
+        raise DatasetError(f"{where}: no validation rows (split 'val'); checkpoints are chosen on them")
+    labels = set(val["label"])
+    if labels != {0, 1} and not (labels == {0} and cfg.data.sbi and len(val) >= 2):
+        raise DatasetError(f"{where}: the validation split needs real and fake crops (or reals with data.sbi)")
+    return train, val
+
+
+def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
+    train_rows, val_rows = split_rows(cfg)
+    size = spec.input_size
+    train_tf = build_train_transform(cfg.data.augment, size) if cfg.data.augment else build_eval_transform(size)
+    sbi_ratio = cfg.data.sbi_ratio if cfg.data.sbi else 0.0
+    train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, seed=cfg.seed)
+    val_sbi = None
+    if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
+        reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
+        val_sbi = np.zeros(len(val_rows), bool)
+        val_sbi[reals[1::2]] = True
+        log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
+    val_set = CropDataset(val_rows, spec, build_eval_transform(size), sbi_ratio=1.0 if val_sbi is not None else 0.0,
+                          sbi_rows=val_sbi, seed=cfg.seed + 1)
+    if cfg.data.class_balance and cfg.data.pair_sources:
+        raise ConfigError("data.class_balance and data.pair_sources: choose one (pairs are balanced already)")
+    order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, cfg.data.class_balance, cfg.data.pair_sources)
+    sampler = ShardedBatchSampler(order, cfg.batch_size, world_size=info.world_size, rank=info.rank,
+                                  grad_accum=cfg.optim.grad_accum)
+    workers = cfg.data.num_workers
+    common: dict[str, object] = {"num_workers": workers, "pin_memory": info.device.type == "cuda",
+                                 "persistent_workers": workers > 0}
+    # A private generator: the loader's base-seed draw must not consume the global torch RNG.
+    train_loader: DataLoader[dict[str, object]] = DataLoader(
+        train_set, batch_sampler=sampler, generator=torch.Generator().manual_seed(cfg.seed), **common)  # type: ignore[arg-type]
+    val_loader: DataLoader[dict[str, object]] = DataLoader(
+        val_set, batch_sampler=ShardedEvalSampler(len(val_set), cfg.batch_size, world_size=info.world_size,
+                                                  rank=info.rank),
+        generator=torch.Generator().manual_seed(cfg.seed), **common)  # type: ignore[arg-type]
+    log.info("train: %d crops (%d real, %d fake) | val: %d crops", len(train_set),
+             int((train_set.labels == 0).sum()), int((train_set.labels == 1).sum()), len(val_set))
+    return RunData(train_set, val_set, sampler, train_loader, val_loader)
+
+
+def build_model(cfg: TrainConfig, info: DistInfo, *, pretrained: bool | str) -> nn.Module:
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
+    model = create_model(cfg.model.arch, pretrained=pretrained, drop_rate=cfg.model.drop_rate)
+    if cfg.model.freeze_backbone:
+        backbone = getattr(model, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            raise ConfigError(f"model.freeze_backbone: {cfg.model.arch} has no .backbone")
+        backbone.requires_grad_(False)
+    if cfg.model.sync_bn and info.distributed and info.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(info.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
