@@ -132,6 +132,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from deepfake_detection.train import ConfigError, load_config, train
+
+    try:  # unknown keys, wrong types, bad override syntax: a usage error naming the key
+        config = load_config(args.config, args.set or [])
+    except ConfigError as exc:
+        print(f"dfd train: invalid config: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("deepfake_detection.train").setLevel(logging.INFO)  # per-epoch lines
+    out = train(config, resume=args.resume)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepfake_detection.infer.writers import FORMATS
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
@@ -209,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--detector", default="auto", help="face detector for image inputs")
     aug.add_argument("--max-rows", type=int, default=8, help="faces (rows) on the sheet at most")
     aug.set_defaults(func=_cmd_augment_preview)
+    tr = sub.add_parser("train", help="train a classifier from manifests (YAML config; torchrun-ready)")
+    tr.add_argument("--config", required=True, help="YAML training config (see configs/default.yaml)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set optim.lr=1e-3 (repeatable; YAML-typed)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in the config's out folder")
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -8,9 +8,6 @@ then os.replace), so a crash never leaves a half-written manifest where a reader
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +19,7 @@ import pyarrow.parquet as pq
 
 from deepfake_detection.data.types import MANIFEST_COLUMNS, CropRecord
 from deepfake_detection.errors import DatasetError
+from deepfake_detection.io.atomic import atomic_open
 
 __all__ = ["MANIFEST_SCHEMA", "read_manifest", "records_to_frame", "write_manifest"]
 
@@ -83,18 +81,9 @@ def write_manifest(df: pd.DataFrame, path: Path | str) -> Path:
         table = table.cast(pa.schema(list(MANIFEST_SCHEMA) + [table.schema.field(c) for c in extra]))
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
         raise DatasetError(f"{path}: cannot convert the manifest to Parquet ({e})") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # fsync: the data is on disk before the rename makes it visible
+    with atomic_open(path, "wb", fsync=True) as f:
+        pq.write_table(table, f, compression="zstd")
     return path
 
 

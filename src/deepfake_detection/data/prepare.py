@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +28,7 @@ import numpy as np
 
 from deepfake_detection.data.types import CropRecord, SourceItem
 from deepfake_detection.errors import DFDError
+from deepfake_detection.io.atomic import atomic_path, write_bytes_atomic
 from deepfake_detection.models.spec import CropProtocol
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,7 @@ def _write_crop(out: Path, key: str, crop: np.ndarray, quality: int) -> tuple[st
     data = encoded.tobytes()
     name = hashlib.sha1(key.encode()).hexdigest()[:20]
     relative = f"crops/{name[:2]}/{name[2:4]}/{name}.jpg"  # sharded: never 200,000 files in one folder
-    target = out / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    write_bytes_atomic(out / relative, data)
     return relative, hashlib.sha256(data).hexdigest()
 
 
@@ -202,16 +198,8 @@ def _save_part(out: Path, result: ChunkResult) -> None:
     meta = {"failures": result.failures, "no_face": result.no_face, "sources": result.sources,
             "frames": result.frames}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"dfd_chunk": json.dumps(meta)})
-    target = _part_path(out, result.chunk)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".chunk-", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(_part_path(out, result.chunk)) as tmp:  # a .tmp name: never matches *.parquet
         pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_config(out: Path, config: PrepareConfig, roots: Sequence[str]) -> None:

@@ -13,8 +13,6 @@ thumbnail. Every tile is input_size px square under a LABEL_H px label strip, so
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import numpy as np
 from deepfake_detection.data.augment import AugmentConfig, build_eval_transform, build_train_transform
 from deepfake_detection.data.blend import BlendConfig, self_blend
 from deepfake_detection.errors import DFDError
+from deepfake_detection.io.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +225,4 @@ def _write_png_atomic(rgb: np.ndarray, out: Path) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise PreviewError(f"could not encode the preview sheet for {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.tobytes())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a sheet is meant to be shared
-        os.replace(tmp, out)  # readers never see a half-written sheet
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(out, data.tobytes())  # readers never see a half-written sheet

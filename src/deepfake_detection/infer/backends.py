@@ -16,6 +16,7 @@ import numpy as np
 from deepfake_detection.errors import ModelError
 from deepfake_detection.models.files import sha256_file
 from deepfake_detection.models.spec import ModelSpec
+from deepfake_detection.runtime import ort_session_options
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,11 +58,7 @@ class OnnxBackend:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"ONNX model file not found: {self.path}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1  # sequential graph: a CNN has no parallel branches worth it
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = ort_session_options(threads)
         try:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]

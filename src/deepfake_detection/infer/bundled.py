@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from deepfake_detection.errors import ModelError
+from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.files import sha256_file
 
 DEFAULT_MODEL_FILE = "default.onnx"
@@ -45,5 +46,5 @@ def verify_checksum(path: Path, *, required: bool = False) -> str:
 
 def write_checksum(path: Path) -> str:
     digest = sha256_file(path)
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n", encoding="ascii")
+    write_text_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n", encoding="ascii")
     return digest

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
 from deepfake_detection.infer.results import FaceResult, ImageResult
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS, load_image
 from deepfake_detection.io.sources import InputItem
+from deepfake_detection.runtime import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,17 @@ def _ms(start: float) -> float:
 
 class Predictor:
     def __init__(self, backend: Backend, detector: FaceDetector, *, batch_size: int = 32,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
         self.backend = backend
-        self.detector = detector
+        self.detector = detector  # for single images: all cores on one detection
         self.spec = backend.spec
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        # Folder runs give each worker thread its own one-thread detector: stages then overlap
+        # across cores instead of every stage fighting for all of them.
+        self._detector_factory = detector_factory
+        self._local = threading.local()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "auto",
@@ -67,7 +74,14 @@ class Predictor:
         if model_path.suffix in {".onnx", ".safetensors"} and model_path.exists():
             verify_checksum(model_path, required=path is None)
         model = load_backend(model_path, kind=backend)  # type: ignore[arg-type]
-        return cls(model, create_detector(detector, **(detector_options or {})), batch_size=batch_size)
+        options = dict(detector_options or {})
+
+        def one_thread_detector() -> FaceDetector:
+            extra = {"threads": 1} if detector in ("auto", "retinaface") else {}
+            return create_detector(detector, **{**extra, **options})
+
+        return cls(model, create_detector(detector, **options), batch_size=batch_size,
+                   detector_factory=one_thread_detector)
 
     @property
     def model_info(self) -> dict[str, str]:
@@ -76,7 +90,15 @@ class Predictor:
 
     # --- stages -------------------------------------------------------------------------------
 
-    def _prepare(self, source: Any, path: str | None) -> _Prepared:
+    def _worker_detector(self) -> FaceDetector:
+        if self._detector_factory is None:
+            return self.detector
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = self._local.detector = self._detector_factory()
+        return detector
+
+    def _prepare(self, source: Any, path: str | None, detector: FaceDetector | None = None) -> _Prepared:
         """Decode, detect and crop one image; never raises for bad input."""
         prepared = _Prepared(path)
         try:
@@ -85,7 +107,7 @@ class Predictor:
             prepared.timings_ms["decode"] = _ms(start)
             prepared.image_size = (int(image.shape[1]), int(image.shape[0]))
             start = time.perf_counter()
-            prepared.faces = self.detector.detect(image)
+            prepared.faces = (detector or self.detector).detect(image)
             prepared.timings_ms["detect"] = _ms(start)
             start = time.perf_counter()
             size = self.spec.input_size
@@ -153,7 +175,7 @@ class Predictor:
     def predict_many(self, items: Iterable[InputItem | str], *, workers: int | None = None,
                      prefetch: int = 8) -> Iterator[ImageResult]:
         """Results in input order; decoding/detection of later items overlaps classification."""
-        workers = workers or min(4, os.cpu_count() or 1)
+        workers = workers or available_cores()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-prepare") as pool:
             futures: deque[Future[_Prepared]] = deque()
             iterator = iter(items)
@@ -188,7 +210,7 @@ class Predictor:
             kinds = ", ".join(sorted(VIDEO_EXTENSIONS))
             return _Prepared(item.path, error=f"UnsupportedFormatError: videos ({kinds}) are not "
                              "handled by image detection yet")
-        return self._prepare(item.path, item.path)
+        return self._prepare(item.path, item.path, self._worker_detector())
 
 
 # --- the snippet users of this field know --------------------------------------------------------

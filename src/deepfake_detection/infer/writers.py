@@ -5,15 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TextIO
 
 from deepfake_detection.infer.results import ImageResult
+from deepfake_detection.io.atomic import atomic_open
 
 FORMATS = ("table", "jsonl", "json", "csv")
 CSV_FIELDS = ["path", "status", "fake_probability", "label", "threshold", "num_faces", "faces", "error",
@@ -26,16 +24,8 @@ def open_output(path: str | None) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", newline="") as handle:
+        yield handle
 
 
 class ResultWriter:

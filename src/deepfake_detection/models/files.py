@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepfake_detection.errors import ModelError
+from deepfake_detection.io.atomic import atomic_path, default_file_mode, new_temp_file
 from deepfake_detection.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -26,11 +26,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def atomic_target(path: Path) -> Path:
-    """A temp file next to `path` (same filesystem, so os.replace is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    """A temp file next to `path` (same filesystem, so os.replace is atomic), already given the default
+    file mode (a writer that truncates it keeps that mode). The caller os.replace's it over `path` and
+    removes it on error; new code uses `deepfake_detection.io.atomic.atomic_path`, which does both."""
+    tmp = new_temp_file(path)
+    os.chmod(tmp, default_file_mode())
+    return tmp
 
 
 def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
@@ -45,12 +46,8 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) 
         raise ModelError(f"spec.arch {spec.arch!r} is not a registered architecture")
     # clone(): safetensors refuses tensors sharing storage, and we want a CPU snapshot anyway.
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={SPEC_KEY: spec.to_json(), "format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -24,7 +24,7 @@ FORMAT = 1
 
 def rng_state() -> dict[str, Any]:
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     state: dict[str, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),

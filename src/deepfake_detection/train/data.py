@@ -66,7 +66,8 @@ class CropDataset(Dataset[dict[str, Any]]):
         self.landmarks = list(rows["landmarks"])
         lm68 = rows["landmarks68"] if "landmarks68" in rows else [None] * len(rows)
         self.landmarks68 = list(lm68)
-        self.spec, self.transform, self.sbi_ratio, self.seed, self.blend = spec, transform, sbi_ratio, seed, blend
+        self.spec, self.transform, self.seed, self.blend = spec, transform, seed, blend
+        self.sbi_ratio = sbi_ratio
         # Which real rows may be blended (None: all); validation uses a fixed half of its reals.
         self.sbi_rows = sbi_rows
         self.sbi_failures = 0  # per process; for the log, not for correctness
@@ -132,7 +133,8 @@ def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(order)
 
 
-def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, seed: int, epoch: int) -> np.ndarray:
+def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, seed: int,
+                 epoch: int) -> np.ndarray:
     """All indices, arranged in micro-batches of `micro_batch` where each (real, fake) pair of the
     same group sits in the same micro-batch (GenD); unpaired crops fill the gaps."""
     rng = _rng(seed, epoch, 3)

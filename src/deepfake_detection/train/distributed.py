@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from deepfake_detection.train.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ class DistInfo:
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     if pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda requested but CUDA is not available")
+        raise ConfigError("device: cuda requested but CUDA is not available")
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

@@ -62,21 +62,23 @@ def split_rows(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     val = _capped(val, cfg.data.max_val_samples, cfg.seed, balanced=True)
     where = ", ".join(cfg.data.manifests)
     if train.empty:
-        raise DatasetError(f"{where}: no training rows (split 'train'{'' if cfg.data.use_fakes else ', real'})")
+        kind = "" if cfg.data.use_fakes else " real"
+        raise DatasetError(f"{where}: no{kind} training rows (split 'train')")
     if not cfg.data.sbi and train["label"].nunique() < 2:
         raise ConfigError("training data hold one class only: enable data.sbi or data.use_fakes")
     if val.empty:
         raise DatasetError(f"{where}: no validation rows (split 'val'); checkpoints are chosen on them")
     labels = set(val["label"])
     if labels != {0, 1} and not (labels == {0} and cfg.data.sbi and len(val) >= 2):
-        raise DatasetError(f"{where}: the validation split needs real and fake crops (or reals with data.sbi)")
+        raise DatasetError(f"{where}: the validation split needs real and fake crops (or reals, with sbi)")
     return train, val
 
 
 def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     train_rows, val_rows = split_rows(cfg)
     size = spec.input_size
-    train_tf = build_train_transform(cfg.data.augment, size) if cfg.data.augment else build_eval_transform(size)
+    aug = cfg.data.augment
+    train_tf = build_train_transform(aug, size) if aug is not None else build_eval_transform(size)
     sbi_ratio = cfg.data.sbi_ratio if cfg.data.sbi else 0.0
     train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, seed=cfg.seed)
     val_sbi = None
@@ -85,11 +87,12 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         val_sbi = np.zeros(len(val_rows), bool)
         val_sbi[reals[1::2]] = True
         log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
-    val_set = CropDataset(val_rows, spec, build_eval_transform(size), sbi_ratio=1.0 if val_sbi is not None else 0.0,
+    val_set = CropDataset(val_rows, spec, build_eval_transform(size), sbi_ratio=float(val_sbi is not None),
                           sbi_rows=val_sbi, seed=cfg.seed + 1)
     if cfg.data.class_balance and cfg.data.pair_sources:
         raise ConfigError("data.class_balance and data.pair_sources: choose one (pairs are balanced already)")
-    order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, cfg.data.class_balance, cfg.data.pair_sources)
+    order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,
+                      pair_sources=cfg.data.pair_sources)
     sampler = ShardedBatchSampler(order, cfg.batch_size, world_size=info.world_size, rank=info.rank,
                                   grad_accum=cfg.optim.grad_accum)
     workers = cfg.data.num_workers
@@ -119,5 +122,5 @@ def build_model(cfg: TrainConfig, info: DistInfo, *, pretrained: bool | str) -> 
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(info.device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
     return model

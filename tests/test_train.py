@@ -1,0 +1,312 @@
+"""Training: config, data stream, samplers, loop, resume, calibration/export, torchrun (CPU, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from deepfake_detection.data.augment import build_eval_transform
+from deepfake_detection.data.manifest import write_manifest
+from deepfake_detection.data.types import CropRecord
+from deepfake_detection.train import ConfigError, load_config, train
+from deepfake_detection.train.config import apply_overrides, config_from_dict
+from deepfake_detection.train.data import (
+    CropDataset,
+    OrderSpec,
+    ShardedBatchSampler,
+    balanced_order,
+    load_manifests,
+    paired_order,
+)
+
+SIZE = 64
+LANDMARKS = [22.0, 26.0, 42.0, 26.0, 32.0, 36.0, 25.0, 46.0, 39.0, 46.0]  # eyes, nose, mouth corners
+
+
+def _crop(rng: np.random.Generator, fake: bool) -> np.ndarray:
+    """A random texture; fakes get a brighter centre patch (learnable in a few steps)."""
+    base = rng.uniform(60, 160, 3)
+    img = np.clip(base + rng.normal(0, 20, (SIZE, SIZE, 3)), 0, 255)
+    if fake:
+        img[20:44, 20:44] += 70
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_manifest(root: Path, groups: int = 8, reals: int = 3, fakes: int = 2, val_groups: int = 2) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    records = []
+    for g in range(groups):
+        for k in range(reals + fakes):
+            label = int(k >= reals)
+            rel = f"crops/g{g}_{k}.jpg"
+            (root / "crops").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / rel), cv2.cvtColor(_crop(rng, bool(label)), cv2.COLOR_RGB2BGR))
+            records.append(CropRecord(
+                crop_path=rel, source_path=f"/src/g{g}_{k}.jpg", source_id=f"t:g{g}_{k}", frame_index=0,
+                face_index=0, box=[0.0, 0.0, 64.0, 64.0], landmarks=list(LANDMARKS), det_score=0.99,
+                label=label, method="fake" if label else "real", dataset="test", group=f"g{g}",
+                content_hash=f"{g}_{k}", phash=g * 100 + k, crop_size=SIZE, crop_protocol=1,
+                split="val" if g >= groups - val_groups else "train"))
+    from deepfake_detection.data.manifest import records_to_frame
+
+    return write_manifest(records_to_frame(records), root / "manifest.parquet")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_manifest(tmp_path_factory.mktemp("crops"))
+
+
+def base_dict(manifest: Path, out: Path) -> dict:
+    return {
+        "data": {"manifests": [str(manifest)], "sbi": False, "num_workers": 0, "augment": None},
+        "model": {"arch": "custom_cnn", "input_size": 32, "drop_rate": 0.0},
+        "optim": {"lr": 3e-3, "weight_decay": 0.0},
+        "schedule": {"name": "constant"},
+        "epochs": 2, "batch_size": 8, "seed": 0, "device": "cpu", "out": str(out), "tensorboard": False,
+    }
+
+
+def cfg_of(manifest: Path, out: Path, *overrides: str):
+    return config_from_dict(apply_overrides(base_dict(manifest, out), list(overrides)))
+
+
+def read_metrics(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "metrics.csv")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two OpenMP threads on two cores shared with other jobs spin against each other (70x slower).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+
+def test_unknown_key_is_an_error_naming_it(tmp_path: Path, manifest: Path) -> None:
+    d = base_dict(manifest, tmp_path / "run")
+    d["data"]["sbi_ration"] = 0.3
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match=r"data\.sbi_ration: unknown key"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"optim\.lrr"):
+        cfg_of(manifest, tmp_path, "optim.lrr=0.1")
+    with pytest.raises(ConfigError, match=r"^.*epochs"):
+        cfg_of(manifest, tmp_path, "epochs=many")
+
+
+def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
+    cfg = cfg_of(manifest, tmp_path, "optim.lr=1.5e-3", "data.sbi=true", "epochs=3", "model.pretrained=hub",
+                 "data.manifests=[a.parquet, b.parquet]", "data.augment.jpeg_p=0",
+                 "schedule.warmup_epochs=0.5")
+    assert cfg.optim.lr == pytest.approx(1.5e-3) and cfg.data.sbi is True and cfg.epochs == 3
+    assert cfg.model.pretrained == "hub" and cfg.data.manifests == ["a.parquet", "b.parquet"]
+    assert cfg.data.augment is not None and cfg.data.augment.jpeg_p == 0.0
+    assert cfg_of(manifest, tmp_path, "model.pretrained=true").model.pretrained is True
+    assert cfg_of(manifest, tmp_path, "data.manifests=one.parquet").data.manifests == ["one.parquet"]
+    with pytest.raises(ConfigError, match="key.path=value"):
+        cfg_of(manifest, tmp_path, "epochs")
+
+
+def test_cli_usage_errors(tmp_path: Path, manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deepfake_detection.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(base_dict(manifest, tmp_path / "run")))
+    assert main(["train", "--config", str(path), "--set", "optim.nme=sgd"]) == 2
+    assert "optim.nme" in capsys.readouterr().err
+
+
+def test_shipped_configs_load() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    default = load_config(root / "default.yaml")
+    m, d = default.model, default.data
+    assert (m.arch, m.pretrained, m.input_size) == ("efficientnet_lite0", True, 224)
+    assert (default.optim.name, default.optim.lr, default.schedule.name) == ("adamw", 3e-4, "cosine")
+    assert (default.epochs, default.batch_size, d.sbi, d.use_fakes) == (8, 32, True, True)
+    assert load_config(root / "tiny.yaml").model.arch == "custom_cnn"
+
+
+# ---- data stream and samplers ----------------------------------------------------------------------
+
+def _dataset(manifest: Path, **kw) -> CropDataset:
+    from deepfake_detection.models.registry import default_spec
+
+    rows = load_manifests([manifest])
+    rows = rows[rows["label"] == 0].reset_index(drop=True)
+    return CropDataset(rows, default_spec("custom_cnn", input_size=32), build_eval_transform(32), **kw)
+
+
+def test_sbi_turns_reals_into_label_one_deterministically(manifest: Path) -> None:
+    plain = _dataset(manifest)
+    sbi = _dataset(manifest, sbi_ratio=1.0, seed=3)
+    a, b = sbi[(0, 1)], sbi[(0, 1)]
+    assert plain[(0, 1)]["label"] == 0 and a["label"] == 1
+    assert torch.equal(a["image"], b["image"])  # same (seed, epoch, index): same sample
+    assert not torch.equal(a["image"], plain[(0, 1)]["image"])
+    assert a["image"].dtype == torch.float32 and a["image"].shape == (3, 32, 32)
+    half = _dataset(manifest, sbi_ratio=0.5)
+    labels = [int(half[(e, i)]["label"]) for e in range(4) for i in range(len(half))]
+    assert 0.25 < np.mean(labels) < 0.75
+    broken = _dataset(manifest, sbi_ratio=1.0)
+    broken.landmarks = [np.zeros(10, np.float32)] * len(broken)  # degenerate: blending refuses
+    assert broken[(0, 0)]["label"] == 0 and broken.sbi_failures == 1
+
+
+def test_class_balanced_order_is_half_and_half() -> None:
+    labels = np.array([0] * 30 + [1] * 6)
+    order = balanced_order(labels, seed=0, epoch=0)
+    assert len(order) == 36 and (labels[order] == 1).sum() == 18
+    assert set(order[labels[order] == 1]) == set(range(30, 36))
+    assert not np.array_equal(order, balanced_order(labels, seed=0, epoch=1))
+    assert np.array_equal(order, balanced_order(labels, seed=0, epoch=0))
+
+
+def test_sharded_batches_union_equals_single_process_order() -> None:
+    labels = np.array([0, 1] * 13)
+    spec = OrderSpec(labels, [f"g{i // 4}" for i in range(26)], seed=1, class_balance=True)
+    single = ShardedBatchSampler(spec, 8)
+    ranks = [ShardedBatchSampler(spec, 4, world_size=2, rank=r) for r in range(2)]
+    for s in (single, *ranks):
+        s.set_epoch(2)
+    one = list(single)
+    two = [list(b) for b in zip(*ranks, strict=True)]
+    assert len(one) == len(two) == len(single) == 4  # 26 padded to 32 (whole steps)
+    for b1, (r0, r1) in zip(one, two, strict=True):
+        assert b1 == r0 + r1 and all(e == 2 for e, _ in b1)
+
+
+def test_paired_order_keeps_group_pairs_in_a_batch() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1])
+    groups = ["a", "a", "a", "a", "b", "b", "c", "c", "c", "d", "d", "d"]
+    order = paired_order(labels, groups, micro_batch=4, seed=0, epoch=0)
+    assert sorted(order) == list(range(12))
+    batches = [order[i : i + 4] for i in range(0, 12, 4)]
+    for g in "abcd":  # each group has reals and fakes: at least one batch holds both from it
+        assert any({0, 1} <= {labels[i] for i in b if groups[i] == g} for b in batches)
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+def _state(run: Path) -> dict:
+    return torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_loss_falls_best_on_val_auc_and_calibrated_export(tmp_path: Path, manifest: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file
+
+    from deepfake_detection.export.onnx import read_onnx_spec
+    from deepfake_detection.infer.backends import OnnxBackend
+    from deepfake_detection.models.files import load_model_file
+    from deepfake_detection.train import trainer
+
+    aucs = iter([0.6, 0.9, 0.7, 0.8, 0.95])  # mocked: best is epoch 2; patience 2 stops after epoch 4
+    monkeypatch.setattr(trainer, "roc_auc", lambda labels, scores: next(aucs))
+    run = train(cfg_of(manifest, tmp_path / "run", "epochs=5", "early_stopping_patience=2"))
+    m = read_metrics(run)
+    assert list(m.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds"]
+    assert list(m["epoch"]) == [1, 2, 3, 4] and list(m["val_auc"]) == [0.6, 0.9, 0.7, 0.8]
+    assert m["train_loss"].iloc[-1] < 0.8 * m["train_loss"].iloc[0]  # it learns
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] == 2 and summary["val_auc"] == 0.9 and summary["early_stopped"]
+    best, final = load_file(str(run / "best.safetensors")), load_file(str(run / "model.safetensors"))
+    last = _state(run)["model"]
+    assert all(torch.equal(best[k], final[k]) for k in best)
+    assert not all(torch.equal(best[k], last[k]) for k in best)  # the best epoch, not the last one
+
+    spec = read_onnx_spec(run / "model.onnx")
+    assert spec.temperature == pytest.approx(summary["temperature"]) and spec.temperature != 1.0
+    assert spec.threshold == pytest.approx(summary["threshold"]) and 0 < spec.threshold < 1
+    model, tspec = load_model_file(run / "model.safetensors")
+    assert tspec == spec
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy().ravel()
+    np.testing.assert_allclose(OnnxBackend(run / "model.onnx").logits(x), ref, atol=1e-4)
+    assert yaml.safe_load((run / "config.yaml").read_text())["early_stopping_patience"] == 2
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg_of(manifest, tmp_path / "run"))
+
+
+def test_resume_is_bit_exact(tmp_path: Path, manifest: Path) -> None:
+    opts = ("data.sbi=true", "data.augment={}", "model.drop_rate=0.2", "optim.label_smoothing=0.1",
+            "optim.grad_accum=2", "optim.grad_clip=1.0", "batch_size=4", "schedule.name=cosine",
+            "schedule.warmup_epochs=0.5")
+    full = train(cfg_of(manifest, tmp_path / "full", *opts))
+    cfg = cfg_of(manifest, tmp_path / "sliced", *opts)
+    train(cfg, stop_after=1)
+    assert len(read_metrics(tmp_path / "sliced")) == 1 and not (tmp_path / "sliced" / "summary.json").exists()
+    sliced = train(cfg, resume=True)
+    a, b = _state(full), _state(sliced)
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, st in a["optimizer"]["state"].items():
+        assert all(torch.equal(v, b["optimizer"]["state"][k][n]) for n, v in st.items())
+    cols = ["train_loss", "val_loss", "val_auc", "lr"]
+    pd.testing.assert_frame_equal(read_metrics(full)[cols], read_metrics(sliced)[cols])
+
+
+def test_frozen_backbone_trains_only_the_head(tmp_path: Path, manifest: Path) -> None:
+    from deepfake_detection.train.distributed import DistInfo
+    from deepfake_detection.train.setup import build_model
+
+    cfg = cfg_of(manifest, tmp_path / "run", "model.freeze_backbone=true", "epochs=1")
+    initial = {k: v.clone() for k, v in build_model(cfg, DistInfo(1, 0, 0, torch.device("cpu")),
+                                                    pretrained=False).state_dict().items()}
+    trained = _state(train(cfg))["model"]
+    backbone = [k for k in initial if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(initial[k], trained[k]) for k in backbone)  # BN stats too
+    assert not torch.equal(initial["head.fc.weight"], trained["head.fc.weight"])
+
+
+# ---- torchrun --------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_two_processes_match_one_and_resume_single(tmp_path: Path, manifest: Path) -> None:
+    # Same global batch (2 x 4 vs 1 x 8), same per-sample stream (SBI on, seeded per sample), no dropout.
+    # BatchNorm statistics are per process on CPU (no SyncBatchNorm there), hence a tolerance.
+    opts = ("data.sbi=true", "epochs=2", "optim.lr=1e-3")
+    single = train(cfg_of(manifest, tmp_path / "single", *opts))
+    cfg_path = tmp_path / "ddp.yaml"
+    cfg_path.write_text(yaml.safe_dump(apply_overrides(base_dict(manifest, tmp_path / "ddp"),
+                                                       [*opts, "batch_size=4"])))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "deepfake_detection.cli", "train",
+           "--config", str(cfg_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, "\n".join(ln for ln in proc.stderr.splitlines() if "it/s]" not in ln)[-6000:]
+    ddp = tmp_path / "ddp"
+    assert (ddp / "model.onnx").is_file()
+    assert json.loads((ddp / "summary.json").read_text())["world_size"] == 2
+    a, b = read_metrics(single), read_metrics(ddp)
+    # The first epoch starts from identical weights: only BatchNorm batch statistics differ there.
+    np.testing.assert_allclose(b["train_loss"][0], a["train_loss"][0], rtol=0.05)
+    np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=0.2)
+    np.testing.assert_allclose(b["lr"], a["lr"])
+    # The 2-process checkpoint continues in one process (the global batch kept at 8).
+    train(cfg_of(manifest, ddp, *opts, "epochs=3", "batch_size=8"), resume=True)
+    assert list(read_metrics(ddp)["epoch"]) == [1, 2, 3] and _state(ddp)["world_size"] == 1
