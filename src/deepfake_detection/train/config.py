@@ -41,7 +41,7 @@ class DataConfig(_Strict):
     manifests: list[str] = Field(min_length=1)  # concatenated; a single path is accepted too
     sbi: bool = True  # self-blended pseudo-fakes made on the fly from real training crops
     sbi_ratio: float = Field(default=0.5, ge=0.0, le=1.0)  # fraction of real crops blended (label 1)
-    use_fakes: bool = True  # false: real-only SBI training, as in the SBI paper
+    use_fakes: bool = True  # false: real-only SBI training (SBI paper); validation keeps its fakes
     class_balance: bool = False  # sample so each manifest label is half of every epoch
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation

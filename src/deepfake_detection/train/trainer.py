@@ -144,6 +144,12 @@ class Trainer:
         self.core.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
+        # The lr for the next step from this run's schedule (the same value unless epochs or the steps
+        # per epoch changed, e.g. `--set epochs=12` to extend a finished cosine run).
+        step = self.scheduler.last_epoch
+        for group, base, fn in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                   self.scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * fn(step)
         self.scaler.load_state_dict(ck["scaler"])
         set_rng_state(ck["rng"])
         self.epoch, self.best_epoch = int(ck["epoch"]), int(ck["best_epoch"])
