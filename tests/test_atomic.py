@@ -134,12 +134,11 @@ def test_rejects_non_write_modes(tmp_path: Path) -> None:
 @posix_only
 def test_callers_publish_shareable_files(tmp_path: Path, umask_022: None) -> None:
     from deepfake_detection.infer.writers import open_output
-    from deepfake_detection.models.files import atomic_target
 
     with open_output(str(tmp_path / "results.jsonl")) as stream:
         stream.write("{}\n")
     assert _mode(tmp_path / "results.jsonl") == 0o644
-    tmp = atomic_target(tmp_path / "ckpt.pt")  # legacy helper: the caller writes and renames
-    tmp.write_bytes(b"weights")
-    os.replace(tmp, tmp_path / "ckpt.pt")
+    from deepfake_detection.train.checkpoint import save_checkpoint
+
+    save_checkpoint({"epoch": 1}, tmp_path / "ckpt.pt")
     assert _mode(tmp_path / "ckpt.pt") == 0o644

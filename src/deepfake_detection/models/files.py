@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepfake_detection.errors import ModelError
-from deepfake_detection.io.atomic import atomic_path, default_file_mode, new_temp_file
+from deepfake_detection.io.atomic import atomic_path
 from deepfake_detection.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -23,15 +23,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_target(path: Path) -> Path:
-    """A temp file next to `path` (same filesystem, so os.replace is atomic), already given the default
-    file mode (a writer that truncates it keeps that mode). The caller os.replace's it over `path` and
-    removes it on error; new code uses `deepfake_detection.io.atomic.atomic_path`, which does both."""
-    tmp = new_temp_file(path)
-    os.chmod(tmp, default_file_mode())
-    return tmp
 
 
 def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:

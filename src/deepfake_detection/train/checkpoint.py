@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from deepfake_detection.errors import DFDError
-from deepfake_detection.models.files import atomic_target
+from deepfake_detection.io.atomic import atomic_path
 
 FORMAT = 1
 
@@ -48,12 +48,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    tmp = atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import replace
@@ -28,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from deepfake_detection.evaluate.calibration import choose_threshold, fit_temperature, sigmoid
 from deepfake_detection.evaluate.metrics import roc_auc
 from deepfake_detection.export.onnx import check_parity, export_onnx
-from deepfake_detection.models.files import atomic_target, load_model_file, save_model
+from deepfake_detection.io.atomic import write_text_atomic
+from deepfake_detection.models.files import load_model_file, save_model
 from deepfake_detection.models.registry import default_spec
 from deepfake_detection.models.spec import ModelSpec
 from deepfake_detection.train import distributed as D
@@ -43,21 +43,12 @@ log = logging.getLogger(__name__)
 METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = atomic_target(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    _write_text(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
 
 
 def _tensorboard(cfg: TrainConfig, out: Path) -> Any:
@@ -255,7 +246,7 @@ class Trainer:
             "onnx_parity_max_abs": parity, "seconds": round(self.elapsed, 3),
             "world_size": self.info.world_size, "arch": spec.arch, "input_size": spec.input_size,
         }
-        _write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         log.info("best epoch %d, val AUC %.4f, T %.3f, threshold %.4f -> %s", self.best_epoch, self.best_auc,
                  spec.temperature, spec.threshold, onnx_path)
 
