@@ -63,6 +63,7 @@ def _row(name: str, units: int, unit: str, seconds: float, plain: float | None) 
 
 def bench(args: argparse.Namespace, tmp: Path) -> None:
     from deepfake_detection.synthetic import moving_face_clip, scene, write_image
+    from deepfake_detection.synthetic import portraits as _portraits
 
     rng = np.random.default_rng(0)
     print(f"{'':<34}{'count':>7} {'':<7}{'dfd prepare':>11}  {'plain loop':>16}  speed-up")
@@ -76,10 +77,15 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     _plain(paths[: max(args.images // 4, 1)], tmp / "plain1", cropped=False)
     plain = (time.perf_counter() - start) / max(args.images // 4, 1) * args.images
     _row("720p JPEG, detect + crop", summary["crops"], "crops", seconds, plain)
+    seconds, summary = _prepare(root, tmp / "p1b", max_side=320)
+    _row("  same, --max-side 320", summary["crops"], "crops", seconds, None)
 
-    root = tmp / "cropped"
-    paths = [write_image(root / ("real" if i % 2 else "fake") / f"{i:05d}.jpg",
-                         rng.integers(0, 255, (300, 240, 3), dtype=np.uint8)) for i in range(args.cropped)]
+    root = tmp / "cropped"  # aligned-face-like crops (about 300x240, as aaf_real), jittered portraits
+    portraits = [cv2.resize(p, (240, 300), interpolation=cv2.INTER_AREA) for p in _portraits()]
+    paths = []
+    for i in range(args.cropped):
+        face = np.clip(portraits[i % 2].astype(np.int16) + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
+        paths.append(write_image(root / ("real" if i % 2 else "fake") / f"{i:05d}.jpg", face))
     seconds, summary = _prepare(root, tmp / "p2", cropped=True, chunk_size=256)
     start = time.perf_counter()
     _plain(paths[: args.cropped // 4], tmp / "plain2", cropped=True)

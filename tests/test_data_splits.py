@@ -233,3 +233,14 @@ def test_manifest_atomic_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         write_manifest(records_to_frame([record(1), record(2)]), target)
     assert target.read_bytes() == before  # the old manifest is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.parquet"]  # no temporary file left
+
+
+def test_remove_duplicates_of_a_still_shot_stays_linear() -> None:
+    """20,000 frames with one hash across splits: no quadratic pair table (that took 19 GB)."""
+    n = 20_000
+    df = pd.DataFrame({"crop_path": [f"c{i}.jpg" for i in range(n)], "phash": np.full(n, 12345, np.int64),
+                       "split": np.where(np.arange(n) % 10 == 0, "test", "train")})
+    kept, report = remove_cross_split_duplicates(df)
+    assert set(kept["split"]) == {"test"} and len(kept) == n // 10
+    assert len(report) == n - n // 10 and (report["duplicate_split"] == "test").all()
+    assert (report["distance"] == 0).all()

@@ -82,7 +82,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         stride=args.stride, faces=args.faces, cropped=args.cropped, detector=args.detector,
         ratios=tuple(args.ratios), seed=args.seed, leave_out_method=args.leave_out_method,
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
-        chunk_size=args.chunk_size,
+        chunk_size=args.chunk_size, max_side=args.max_side,
     )
     summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress)
     print(format_summary(summary))
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--crop-scale", type=float, default=1.3)
     prep.add_argument("--align", action="store_true", help="5-point alignment of crops")
     prep.add_argument("--detector", default="auto")
+    prep.add_argument("--max-side", type=int, default=640,
+                      help="detect faces on a copy this size (crops come from the original): smaller is "
+                           "faster and misses small faces")
     prep.add_argument("--workers", type=int, help="processes (default: all cores)")
     prep.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1),
                       metavar=("TRAIN", "VAL", "TEST"))

@@ -18,6 +18,7 @@ __all__ = ["find_cross_split_duplicates", "hamming", "perceptual_hash", "remove_
 _SPLIT_RANK = {"train": 0, "val": 1, "test": 2}  # pairs are reported as (lower rank, higher rank)
 _MAX_PAIRS_PER_CHUNK = 4_000_000  # bounds memory when many hashes share a band value
 PAIR_COLUMNS = ("crop_path_a", "crop_path_b", "split_a", "split_b", "distance")
+REPORT_COLUMNS = ("crop_path", "split", "duplicate_of", "duplicate_split", "distance")
 
 
 def perceptual_hash(image_rgb: np.ndarray) -> int:
@@ -116,6 +117,9 @@ def _ordered_splits(splits: Sequence[str]) -> list[str]:
 def find_cross_split_duplicates(df: pd.DataFrame, max_distance: int = 4) -> pd.DataFrame:
     """Pairs of rows in different splits whose pHashes differ in at most `max_distance` bits.
 
+    Every row pair is listed, so a large group of identical frames gives a quadratic table: for
+    removal use `remove_cross_split_duplicates`, which matches unique hashes only.
+
     Columns: crop_path_a, crop_path_b, split_a, split_b, distance; split_a ranks before split_b
     (train < val < test < others). Rows sharing a hash are bucketed first (frames of a still shot
     often do), then candidates come from max_distance+1 equal bit bands (vectorised, no all-pairs scan).
@@ -156,19 +160,38 @@ def remove_cross_split_duplicates(
     Val and test are never touched, so evaluation data is unchanged; a val-test pair is left alone
     (it does not leak into training). Returns (kept_df, removed_report), the report holding one row
     per removed crop: crop_path, split, duplicate_of, duplicate_split, distance (closest match).
+
+    Matching runs on unique hashes, never on row pairs: 20,000 frames of a still shot share one
+    hash, and their row pairs (400 million) would not fit in memory.
     """
-    pairs = find_cross_split_duplicates(df, max_distance)
-    drop = set(drop_from)
-    # A pair's removable member: the side in drop_from whose partner is not (train-train never pairs).
-    sides = []
-    for me, other in (("a", "b"), ("b", "a")):
-        sel = pairs[pairs[f"split_{me}"].isin(drop) & ~pairs[f"split_{other}"].isin(drop)]
-        sides.append(pd.DataFrame({
-            "crop_path": sel[f"crop_path_{me}"], "split": sel[f"split_{me}"],
-            "duplicate_of": sel[f"crop_path_{other}"], "duplicate_split": sel[f"split_{other}"],
-            "distance": sel["distance"],
-        }))
-    report = pd.concat(sides, ignore_index=True).sort_values(["crop_path", "distance", "duplicate_of"])
-    report = report.drop_duplicates("crop_path", keep="first").reset_index(drop=True)
-    keep = ~(df["crop_path"].astype(str).isin(set(report["crop_path"])) & df["split"].isin(drop))
-    return df[keep.to_numpy()].copy(), report
+    if not 0 <= max_distance < 64:
+        raise ValueError(f"max_distance must be in 0..63, got {max_distance}")
+    hashes = df["phash"].to_numpy(dtype=np.int64).view(np.uint64)
+    split = df["split"].astype(str).to_numpy()
+    paths = df["crop_path"].astype(str).to_numpy()
+    droppable = np.isin(split, list(drop_from))
+    rows_d, rows_k = np.flatnonzero(droppable), np.flatnonzero(~droppable)
+    empty = pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "distance" else str) for c in REPORT_COLUMNS})
+    if rows_d.size == 0 or rows_k.size == 0:
+        return df.copy(), empty
+    ud, inv_d = np.unique(hashes[rows_d], return_inverse=True)
+    uk, first_k = np.unique(hashes[rows_k], return_index=True)  # one representative row per kept hash
+    pa, pb, dist = _near_pairs(ud, uk, max_distance)
+    if pa.size == 0:
+        return df.copy(), empty
+    order = np.lexsort((first_k[pb], dist, pa))  # per droppable hash: the closest match first
+    pa, pb, dist = pa[order], pb[order], dist[order]
+    best = np.flatnonzero(np.r_[True, pa[1:] != pa[:-1]])
+    match = np.full(len(ud), -1)
+    match[pa[best]] = pb[best]
+    match_dist = np.zeros(len(ud), np.int64)
+    match_dist[pa[best]] = dist[best]
+    removed = rows_d[match[inv_d] >= 0]
+    partner = rows_k[first_k[match[inv_d[match[inv_d] >= 0]]]]
+    report = pd.DataFrame({
+        "crop_path": paths[removed], "split": split[removed], "duplicate_of": paths[partner],
+        "duplicate_split": split[partner], "distance": match_dist[inv_d[match[inv_d] >= 0]],
+    }).sort_values("crop_path", kind="stable", ignore_index=True)
+    keep = np.ones(len(df), bool)
+    keep[removed] = False
+    return df[keep].copy(), report

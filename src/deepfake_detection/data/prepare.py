@@ -28,7 +28,7 @@ import numpy as np
 
 from deepfake_detection.data.types import CropRecord, SourceItem
 from deepfake_detection.errors import DFDError
-from deepfake_detection.io.atomic import atomic_path, write_bytes_atomic
+from deepfake_detection.io.atomic import atomic_path
 from deepfake_detection.models.spec import CropProtocol
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class ChunkResult:
 # --- worker side ----------------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
+_CREATED_DIRS: set[Path] = set()
 
 
 def _init_worker(config: PrepareConfig, out: str) -> None:
@@ -105,7 +106,13 @@ def _write_crop(out: Path, key: str, crop: np.ndarray, quality: int) -> tuple[st
     data = encoded.tobytes()
     name = hashlib.sha1(key.encode()).hexdigest()[:20]
     relative = f"crops/{name[:2]}/{name[2:4]}/{name}.jpg"  # sharded: never 200,000 files in one folder
-    write_bytes_atomic(out / relative, data)
+    target = out / relative
+    if target.parent not in _CREATED_DIRS:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _CREATED_DIRS.add(target.parent)
+    # A plain write: a crop only counts once its chunk's part file exists, so a crop cut short by a
+    # crash is never referenced, and the resumed chunk writes it again.
+    target.write_bytes(data)
     return relative, hashlib.sha256(data).hexdigest()
 
 
