@@ -96,9 +96,14 @@ def assign_splits(
         ranked = official.dropna().map(_STRICTNESS).groupby(groups[official.notna()]).max()
         for g, rank in ranked.items():
             fixed.setdefault(str(g), SPLITS[int(rank)])
-    label = df["label"].astype(np.int64)
+    # Balance every (dataset, method, label) stratum toward the ratios, not just the labels: else a
+    # small source (say, 150 GAN fakes) can land wholly in train while another fills val/test.
+    strata = df["label"].astype(np.int64).astype(str)
+    for col in ("method", "dataset"):
+        if col in df.columns:
+            strata = df[col].astype(str) + "|" + strata
     free = ~groups.isin(set(fixed))
-    counts = pd.crosstab(groups[free], label[free]) if free.any() else pd.DataFrame()
+    counts = pd.crosstab(groups[free], strata[free]) if free.any() else pd.DataFrame()
     assigned = {**_greedy(counts, r / r.sum(), seed), **fixed}
     out = df.copy()
     out["split"] = groups.map(assigned).astype("str")
