@@ -39,6 +39,8 @@ def test_evaluate_writes_report(prepared: Path, tiny_onnx_model: Path, tmp_path:
     frame = results["frame"]["at_threshold"]
     assert 0 <= frame["auc"] <= 1 and results["frame"]["auc_ci"] is not None
     assert set(results["robustness"]["perturbations"]) >= {"jpeg50", "blur2", "down0.5", "noise"}
+    jpeg = results["robustness"]["perturbations"]["jpeg30"]
+    assert {"accuracy", "f1", "auc", "eer", "ece"} <= set(jpeg["metrics"])
     for name in ("roc", "reliability", "confusion", "score_hist"):
         assert Path(results["plots"][name]).stat().st_size > 5000
     assert "Evaluation of test-cnn" in (out / "report.md").read_text()

@@ -228,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     aug.set_defaults(func=_cmd_augment_preview)
     tr = sub.add_parser("train", help="train a classifier from manifests (YAML config; torchrun-ready)")
     tr.add_argument("--config", required=True, help="YAML training config (see configs/default.yaml)")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set optim.lr=1e-3 (repeatable; YAML-typed)")
+    tr.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                    help="override config values, e.g. --set optim.lr=1e-3 epochs=4 (repeatable; YAML-typed)")
     tr.add_argument("--resume", action="store_true", help="continue the run in the config's out folder")
     tr.set_defaults(func=_cmd_train)
     return parser

@@ -74,6 +74,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
                    robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000) -> dict[str, Any]:
     """Evaluate a model on a manifest's split (or all rows of a folder) and write the report."""
     from deepfake_detection.data.manifest import read_manifest
+    from deepfake_detection.evaluate.metrics import summarize
     from deepfake_detection.evaluate.pipeline import evaluate_predictions, make_plots
     from deepfake_detection.evaluate.report import write_report
     from deepfake_detection.evaluate.robustness import robustness_table
@@ -98,7 +99,11 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),
                        "n_videos": int(df["source_id"].nunique())}
     if perturbed:
-        results["robustness"] = robustness_table(df["label"].to_numpy(), df["score"].to_numpy(), perturbed)
+        labels = df["label"].to_numpy()
+        results["robustness"] = robustness_table(labels, df["score"].to_numpy(), perturbed)
+        for name, scores in perturbed.items():  # the full metric set too, at the model's threshold
+            entry = results["robustness"]["perturbations"][name]
+            entry["metrics"] = summarize(labels, scores, spec.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
     results["plots"] = {k: str(v) for k, v in make_plots(df, results, out_dir).items()}
     df.drop(columns=[c for c in ("box", "landmarks", "landmarks68") if c in df.columns]).to_csv(
