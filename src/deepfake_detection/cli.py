@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="put every group with this method in test, none in train/val")
     prep.add_argument("--dedup-distance", type=int, default=4, help="pHash bits for near-duplicates")
     prep.add_argument("--no-dedup", action="store_true")
-    prep.add_argument("--chunk-size", type=int, default=32, help="sources per unit of resumable work")
+    prep.add_argument("--chunk-size", type=int, help="sources per unit of resumable work "
+                      "(default 256 with --cropped, else 32)")
     prep.add_argument("--no-progress", action="store_true")
     prep.set_defaults(func=_cmd_prepare)
 

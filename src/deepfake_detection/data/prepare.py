@@ -54,8 +54,13 @@ class PrepareConfig:
     seed: int = 0
     leave_out_method: str | None = None
     dedup_distance: int = 4  # perceptual-hash bits; < 0 disables
-    chunk_size: int = 32
+    chunk_size: int | None = None  # sources per unit of resumable work; None: 256 with cropped, else 32
     layout: str = "auto"
+
+    @property
+    def sources_per_chunk(self) -> int:
+        """Chunks of about half a second of work: crops are ~100x cheaper than detection or video."""
+        return self.chunk_size or (256 if self.cropped else 32)
 
     @property
     def protocol(self) -> CropProtocol:
@@ -64,8 +69,8 @@ class PrepareConfig:
     def work_key(self) -> dict[str, Any]:
         """The settings that change crops: a resumed run must use the same ones."""
         keys = ("crop_size", "crop_scale", "align", "frames", "stride", "faces", "cropped", "detector",
-                "max_side", "min_face", "jpeg_quality", "chunk_size", "layout")
-        return {k: getattr(self, k) for k in keys}
+                "max_side", "min_face", "jpeg_quality", "layout")
+        return {**{k: getattr(self, k) for k in keys}, "chunk_size": self.sources_per_chunk}
 
 
 @dataclass
@@ -239,7 +244,7 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
                                                                                        "error": why})))
     if not sources:
         raise DFDError(f"no image or video found in {', '.join(map(str, roots))}")
-    todo = [(i, c) for i, c in _chunks(sources, config.chunk_size) if not _part_path(out, i).exists()]
+    todo = [(i, c) for i, c in _chunks(sources, config.sources_per_chunk) if not _part_path(out, i).exists()]
     done_sources = len(sources) - sum(len(c) for _, c in todo)
     bar = tqdm(total=len(sources), initial=done_sources, unit="src", disable=not progress,
                dynamic_ncols=True, desc="prepare")
@@ -266,7 +271,7 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
                        f"{out / 'parts'}: run the same command again to resume") from exc
     finally:
         bar.close()
-    total_chunks = (len(sources) + config.chunk_size - 1) // config.chunk_size
+    total_chunks = -(-len(sources) // config.sources_per_chunk)
     return finalize(out, config, total_chunks=total_chunks, listing_failures=listing_failures)
 
 
