@@ -120,3 +120,23 @@ def test_cropped_mode(tmp_path: Path) -> None:
     assert main(args) == 0
     df = read_manifest(out / "manifest.parquet")
     assert len(df) == 12 and df.landmarks.isna().all() and (df.det_score == 1.0).all()
+
+
+def test_landmarks68_stored_in_crop_pixels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    root = tmp_path / "data"
+    for label in ("real", "fake"):
+        write_image(root / label / "a.jpg", scene(rng, face=0, scale=0.8))
+    out = tmp_path / "p"
+    assert main(["prepare", str(root), "--out", str(out), "--landmarks68", "--workers", "1",
+                 "--no-progress"]) == 0
+    df = read_manifest(out / "manifest.parquet")
+    for row in df.itertuples():
+        points = np.asarray(row.landmarks68).reshape(68, 2)
+        five = np.asarray(row.landmarks).reshape(5, 2)
+        assert ((points > -20) & (points < 276)).all()
+        chin_y, eyes_y = points[8, 1], five[:2, 1].mean()
+        assert chin_y > five[3:, 1].mean() > eyes_y  # chin below the mouth, below the eyes
+        # dlib's eye centres (points 36-41, 42-47) agree with RetinaFace's within a few pixels
+        left_eye = points[36:42].mean(axis=0)
+        assert np.linalg.norm(left_eye - five[0]) < 12

@@ -82,7 +82,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         stride=args.stride, faces=args.faces, cropped=args.cropped, detector=args.detector,
         ratios=tuple(args.ratios), seed=args.seed, leave_out_method=args.leave_out_method,
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
-        chunk_size=args.chunk_size, max_side=args.max_side,
+        chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68,
     )
     summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress)
     print(format_summary(summary))
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--crop-size", type=int, default=256)
     prep.add_argument("--crop-scale", type=float, default=1.3)
     prep.add_argument("--align", action="store_true", help="5-point alignment of crops")
+    prep.add_argument("--landmarks68", action="store_true",
+                      help="also store dlib 68-point landmarks (extra 'landmarks68') for blending masks")
     prep.add_argument("--detector", default="auto")
     prep.add_argument("--max-side", type=int, default=640,
                       help="detect faces on a copy this size (crops come from the original): smaller is "

@@ -46,6 +46,7 @@ class PrepareConfig:
     stride: int | None = None  # every N-th frame instead of `frames`
     faces: Literal["biggest", "all"] = "biggest"
     cropped: bool = False  # inputs are face crops already: no detection
+    landmarks68: bool = False  # also store dlib's 68 points (self-blending masks follow the jaw)
     detector: str = "auto"
     max_side: int = 640
     min_face: int = 32
@@ -69,7 +70,7 @@ class PrepareConfig:
     def work_key(self) -> dict[str, Any]:
         """The settings that change crops: a resumed run must use the same ones."""
         keys = ("crop_size", "crop_scale", "align", "frames", "stride", "faces", "cropped", "detector",
-                "max_side", "min_face", "jpeg_quality", "layout")
+                "max_side", "min_face", "jpeg_quality", "layout", "landmarks68")
         return {**{k: getattr(self, k) for k in keys}, "chunk_size": self.sources_per_chunk}
 
 
@@ -97,6 +98,10 @@ def _init_worker(config: PrepareConfig, out: str) -> None:
 
         _WORKER["detector"] = create_detector(config.detector, max_side=config.max_side,
                                               min_face=config.min_face, **_detector_threads(config.detector))
+        if config.landmarks68:
+            from deepfake_detection.faces.landmarks68 import Landmarks68
+
+            _WORKER["landmarks68"] = Landmarks68()
 
 
 def _detector_threads(name: str) -> dict[str, Any]:
@@ -131,6 +136,11 @@ def _frames(item: SourceItem, config: PrepareConfig) -> Iterator[tuple[int, np.n
         yield 0, load_image(item.path)
 
 
+def _to_crop(points: np.ndarray, m: np.ndarray) -> list[float]:
+    """Points in frame pixels -> a flat list in crop pixels (the manifest's landmark format)."""
+    return [round(float(v), 2) for v in (points @ m[:, :2].T + m[:, 2]).reshape(-1)]
+
+
 def _process_source(item: SourceItem, result: ChunkResult) -> None:
     from deepfake_detection.data.dedup import perceptual_hash
     from deepfake_detection.faces import Face, crop_face, crop_transform
@@ -152,11 +162,12 @@ def _process_source(item: SourceItem, result: ChunkResult) -> None:
                 faces = faces[:1]
             crops = [crop_face(frame, face, size, config.protocol) for face in faces]
         for face_index, (face, crop) in enumerate(zip(faces, crops, strict=True)):
-            landmarks = None
+            landmarks = landmarks68 = None
             if face.landmarks is not None:
                 m = crop_transform(face, size, config.protocol)
-                points = face.landmarks @ m[:, :2].T + m[:, 2]
-                landmarks = [round(float(v), 2) for v in points.reshape(-1)]
+                landmarks = _to_crop(face.landmarks, m)
+                if "landmarks68" in _WORKER:
+                    landmarks68 = _to_crop(_WORKER["landmarks68"](frame, face), m)
             relative, digest = _write_crop(out, f"{item.source_id}|{frame_index}|{face_index}", crop,
                                            config.jpeg_quality)
             result.records.append(CropRecord(
@@ -165,6 +176,7 @@ def _process_source(item: SourceItem, result: ChunkResult) -> None:
                 det_score=round(float(face.score), 4), label=item.label, method=item.method,
                 dataset=item.dataset, group=item.group, content_hash=digest, phash=perceptual_hash(crop),
                 crop_size=size, crop_protocol=config.protocol.version, split=item.official_split or "",
+                landmarks68=landmarks68,
             ))
             found += 1
     if not found:
