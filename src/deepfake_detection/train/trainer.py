@@ -238,7 +238,8 @@ class Trainer:
         model = model.cpu()
         save_model(model, spec, self.out / "model.safetensors")
         onnx_path = export_onnx(model, spec, self.out / "model.onnx")
-        parity = check_parity(model, onnx_path)
+        real_batch = next(iter(self.data.val_loader))["image"][:8].float().numpy()  # real crops, not noise
+        parity = check_parity(model, onnx_path, inputs=real_batch)
         summary = {
             "val_auc": self.best_auc, "best_epoch": self.best_epoch, "epochs": self.epoch,
             "early_stopped": self.stopped, "temperature": spec.temperature, "threshold": spec.threshold,
