@@ -60,7 +60,7 @@ def test_prepare_folder_layout(tmp_path: Path) -> None:
     assert set(df.label) == {0, 1} and set(df.split) <= {"train", "val", "test"}
     for row in df.itertuples():
         crop = out / row.crop_path
-        assert crop.exists() and len(Path(row.crop_path).parts) == 4  # crops/aa/bb/name.jpg
+        assert crop.exists() and len(Path(row.crop_path).parts) == 3  # crops/aa/name.jpg
         assert row.crop_size == 256 and len(row.landmarks) == 10
         assert all(0 <= v <= 256 for v in row.landmarks)
     assert df.groupby("group").split.nunique().max() == 1  # no identity in two splits

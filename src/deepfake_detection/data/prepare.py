@@ -115,7 +115,8 @@ def _write_crop(out: Path, key: str, crop: np.ndarray, quality: int) -> tuple[st
         raise DFDError("JPEG encoding failed")
     data = encoded.tobytes()
     name = hashlib.sha1(key.encode()).hexdigest()[:20]
-    relative = f"crops/{name[:2]}/{name[2:4]}/{name}.jpg"  # sharded: never 200,000 files in one folder
+    # 256 shards: 200,000 crops make ~800 files a folder (never 200,000 in one), and few mkdirs.
+    relative = f"crops/{name[:2]}/{name}.jpg"
     target = out / relative
     if target.parent not in _CREATED_DIRS:
         target.parent.mkdir(parents=True, exist_ok=True)
