@@ -64,3 +64,20 @@ def test_compare_two_runs(prepared: Path, tiny_onnx_model: Path, tmp_path: Path)
     rows = rows["runs"] if isinstance(rows, dict) else rows
     assert len(rows) == 2 and rows[0]["latency_ms_b1"] > 0 and rows[0]["params"] > 100_000
     assert "test-cnn" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_evaluate_a_folder_runs_the_full_pipeline(tiny_onnx_model: Path, tmp_path: Path) -> None:
+    """A real/ + fake/ folder: faces detected, cropped and scored image by image."""
+    from deepfake_detection.synthetic import scene
+
+    rng = np.random.default_rng(1)
+    for label in ("real", "fake"):
+        for i in range(4):
+            write_image(tmp_path / "folder" / label / f"{i}.jpg", scene(rng, face=i, scale=0.7))
+    write_image(tmp_path / "folder" / "real" / "no_face.jpg", scene(rng, face=None))
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_onnx_model), str(tmp_path / "folder"), "--out", str(out),
+                 "--bootstrap", "20"]) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["data"]["n_frames"] == 8  # the face-free image is not scorable, the rest are
+    assert results["frame"]["at_threshold"]["auc"] is not None
