@@ -135,9 +135,11 @@ def main() -> None:
     parser.add_argument("--cropped", type=int, default=4000)
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[2000, 20000])
+    # --images 0 --cropped 0 --clips 0: the memory measurement alone
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bench(args, Path(tmp))
+        if args.images and args.cropped and args.clips:
+            bench(args, Path(tmp))
         if args.memory_sizes:
             memory(args.memory_sizes, Path(tmp))
     print(f"\ncpu: {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.0f}s user in this process")

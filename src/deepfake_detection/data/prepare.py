@@ -288,36 +288,78 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
     return finalize(out, config, total_chunks=total_chunks, listing_failures=listing_failures)
 
 
+# Columns that splitting, dedup and the summary need; the rest (boxes, landmarks) stays on disk and
+# is streamed from the parts into the manifest, so memory does not grow with the crop count.
+_LIGHT_COLUMNS = ["crop_path", "group", "label", "method", "dataset", "split", "phash"]
+
+
+def _face_sides(table: Any) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:  # a chunk of unreadable or face-free sources: its columns are untyped
+        return np.zeros(0, np.float32)
+    boxes = pc.list_flatten(table.column("box")).to_numpy().reshape(-1, 4)
+    return (boxes[:, 2:] - boxes[:, :2]).max(axis=1).astype(np.float32)
+
+
 def finalize(out: Path, config: PrepareConfig, *, total_chunks: int,
              listing_failures: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """Join the parts; splits; cross-split dedup; manifest and summary, each written atomically."""
+    """Splits and cross-split dedup on the light columns of all parts; then the manifest is written
+    part by part (atomically) and the summary from the light columns."""
     import pandas as pd
     import pyarrow.parquet as pq
 
     from deepfake_detection.data.dedup import remove_cross_split_duplicates
-    from deepfake_detection.data.manifest import write_manifest
     from deepfake_detection.data.splits import assign_splits, check_no_leak
     from deepfake_detection.data.summary import write_summary
 
-    frames, no_face, sources, sampled = [], [], 0, 0
+    parts = [_part_path(out, chunk) for chunk in range(total_chunks)]
+    frames, sides, no_face, sources, sampled = [], [], [], 0, 0
     failures = list(listing_failures or [])
-    for chunk in range(total_chunks):
-        table = pq.read_table(_part_path(out, chunk))
-        meta = json.loads(table.schema.metadata[b"dfd_chunk"])
+    for part in parts:
+        table = pq.read_table(part, columns=_LIGHT_COLUMNS + ["box"])
+        meta = json.loads(pq.read_schema(part).metadata[b"dfd_chunk"])
         failures += meta["failures"]
         no_face += meta["no_face"]
         sources += meta["sources"]
         sampled += meta["frames"]
-        frames.append(table.to_pandas())
+        sides.append(_face_sides(table))
+        frames.append(table.drop_columns(["box"]).to_pandas())
     df = pd.concat(frames, ignore_index=True)
-    removed = df.iloc[0:0]
+    df["face_side"] = np.concatenate(sides) if sides else np.zeros(0, np.float32)
+    removed = pd.DataFrame()
     if len(df):
         df = assign_splits(df, ratios=config.ratios, seed=config.seed,
                            leave_out_method=config.leave_out_method)
         if config.dedup_distance >= 0:
             df, removed = remove_cross_split_duplicates(df, max_distance=config.dedup_distance)
         check_no_leak(df)
-    write_manifest(df.reset_index(drop=True), out / MANIFEST_FILE)
-    summary = write_summary(out, df, failures=failures, no_face=no_face, sources=sources, frames=sampled,
-                            duplicates=removed, config=asdict(config))
-    return summary
+    _write_manifest_from_parts(parts, df, out / MANIFEST_FILE)
+    return write_summary(out, df, failures=failures, no_face=no_face, sources=sources, frames=sampled,
+                         duplicates=removed, config=asdict(config))
+
+
+def _write_manifest_from_parts(parts: list[Path], kept: Any, target: Path) -> None:
+    """Stream every part into the manifest, keeping the rows of `kept` (indexed by row position in
+    part order) with their assigned split; one part in memory at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deepfake_detection.data.manifest import MANIFEST_SCHEMA
+
+    total = sum(pq.read_metadata(part).num_rows for part in parts)
+    keep = np.zeros(total, bool)
+    keep[kept.index.to_numpy()] = True
+    split = np.full(total, "", dtype=object)
+    split[kept.index.to_numpy()] = kept["split"].astype(str).to_numpy()
+    offset = 0
+    with atomic_path(target, fsync=True) as tmp, \
+            pq.ParquetWriter(tmp, MANIFEST_SCHEMA, compression="zstd") as writer:
+        for part in parts:
+            table = pq.read_table(part)
+            rows = slice(offset, offset + table.num_rows)
+            offset += table.num_rows
+            table = table.filter(pa.array(keep[rows]))
+            splits = pa.array(split[rows][keep[rows]].tolist(), type=pa.string())
+            table = table.set_column(table.schema.get_field_index("split"), "split", splits)
+            writer.write_table(table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA))

@@ -21,8 +21,7 @@ def _counts(df: pd.DataFrame, *columns: str) -> dict[str, int]:
 
 def summarise(df: pd.DataFrame, *, failures: list[dict[str, str]], no_face: list[str], sources: int,
               frames: int, duplicates: pd.DataFrame, config: dict[str, Any]) -> dict[str, Any]:
-    sides = (np.stack(df["box"].to_numpy())[:, 2:] - np.stack(df["box"].to_numpy())[:, :2]).max(axis=1) \
-        if len(df) else np.zeros(0)
+    sides = df["face_side"].to_numpy() if len(df) else np.zeros(0)
     return {
         "sources": sources,
         "frames_sampled": frames,
@@ -64,8 +63,7 @@ def _plot(df: pd.DataFrame, summary: dict[str, Any], path: Path) -> None:
     axes[1].barh(list(methods), list(methods.values()))
     axes[1].set_title("crops per method")
     if len(df):
-        boxes = np.stack(df["box"].to_numpy())
-        axes[2].hist((boxes[:, 2:] - boxes[:, :2]).max(axis=1), bins=40)
+        axes[2].hist(df["face_side"].to_numpy(), bins=40)
     axes[2].set_title("face size (px, longer box side)")
     fig.tight_layout()
     try:

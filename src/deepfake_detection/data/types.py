@@ -11,9 +11,9 @@ Kind = Literal["image", "video"]
 REAL, FAKE = 0, 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceItem:
-    """One raw file of a dataset, before any face work."""
+    """One raw file of a dataset, before any face work (slots: 200,000 of them are held at once)."""
 
     path: str  # absolute path of the image or video
     kind: Kind
