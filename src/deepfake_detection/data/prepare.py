@@ -285,6 +285,7 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
     finally:
         bar.close()
     total_chunks = -(-len(sources) // config.sources_per_chunk)
+    del sources, todo, queue  # the source list is the largest object left: free it before joining parts
     return finalize(out, config, total_chunks=total_chunks, listing_failures=listing_failures)
 
 

@@ -36,26 +36,27 @@ def _official(df: pd.DataFrame) -> pd.Series | None:
     return values if values.notna().any() else None
 
 
-def _greedy(counts: pd.DataFrame, ratios: np.ndarray, seed: int) -> dict[str, str]:
-    """Assign each group (rows of `counts`: crops per label) to a split, balancing label counts."""
-    if counts.empty:
-        return {}
+def _greedy(names: np.ndarray, values: np.ndarray, ratios: np.ndarray, seed: int) -> np.ndarray:
+    """Split index (into SPLITS) per group, balancing each stratum's crop counts toward `ratios`.
+
+    `names`: group names; `values`: (groups, strata) crop counts. Groups go largest first, ties in a
+    seeded order of the sorted names. Arrays, not dicts or pandas tables: 200,000 one-image groups
+    must not cost hundreds of megabytes.
+    """
+    out = np.zeros(len(names), dtype=np.int8)
+    if len(names) == 0:
+        return out
     rng = np.random.default_rng(seed)
-    names = np.array(sorted(counts.index), dtype=object)
-    names = names[rng.permutation(len(names))]
-    table = counts.loc[names]
-    order = np.argsort(-table.sum(axis=1).to_numpy(), kind="stable")  # largest first, ties seeded
-    values = table.to_numpy(dtype=np.float64)
-    targets = np.outer(ratios, values.sum(axis=0))  # (split, label)
-    # Plain Python floats in the loop: 200,000 one-image groups must not pay NumPy's per-call overhead.
+    seeded = np.argsort(names, kind="stable")[rng.permutation(len(names))]
+    order = seeded[np.argsort(-values[seeded].sum(axis=1), kind="stable")]
+    targets = np.outer(ratios, values.sum(axis=0))  # (split, stratum)
+    # Plain Python floats in the loop: NumPy's per-call overhead would dominate for tiny groups.
     tgt = targets.tolist()
     scale = (1.0 / np.maximum(targets, 1.0) ** 2).tolist()
     filled = [[0.0] * targets.shape[1] for _ in SPLITS]
     open_splits = [s for s in range(len(SPLITS)) if ratios[s] > 0]
-    rows = values.tolist()
-    out = {}
     for i in order.tolist():
-        g = rows[i]
+        g = values[i].tolist()
         best, best_cost = open_splits[0], float("inf")
         for s in open_splits:
             # Change of sum(((filled - target) / target)^2) if g is added to split s.
@@ -64,7 +65,7 @@ def _greedy(counts: pd.DataFrame, ratios: np.ndarray, seed: int) -> dict[str, st
             if cost < best_cost:
                 best, best_cost = s, cost
         filled[best] = [f + x for f, x in zip(filled[best], g, strict=True)]
-        out[names[i]] = SPLITS[best]
+        out[i] = best
     return out
 
 
@@ -102,11 +103,18 @@ def assign_splits(
     for col in ("method", "dataset"):
         if col in df.columns:
             strata = df[col].astype(str) + "|" + strata
-    free = ~groups.isin(set(fixed))
-    counts = pd.crosstab(groups[free], strata[free]) if free.any() else pd.DataFrame()
-    assigned = {**_greedy(counts, r / r.sum(), seed), **fixed}
+    group_codes, group_names = pd.factorize(groups)
+    strata_codes, strata_names = pd.factorize(strata)
+    counts = np.zeros((len(group_names), len(strata_names)), dtype=np.float64)
+    np.add.at(counts, (group_codes, strata_codes), 1.0)
+    free = ~np.isin(group_names, list(fixed))
+    split_index = np.zeros(len(group_names), dtype=np.int8)
+    split_index[free] = _greedy(np.asarray(group_names[free], dtype=str), counts[free], r / r.sum(), seed)
+    for i in np.flatnonzero(~free):
+        split_index[i] = SPLITS.index(fixed[str(group_names[i])])
     out = df.copy()
-    out["split"] = groups.map(assigned).astype("str")
+    out["split"] = np.asarray(SPLITS, dtype=object)[split_index[group_codes]]
+    out["split"] = out["split"].astype("str")
     return out
 
 
