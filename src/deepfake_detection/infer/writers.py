@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterator
@@ -68,12 +67,3 @@ class ResultWriter:
         if self.fmt == "json":
             json.dump(self._json_items, self.stream, ensure_ascii=False, indent=2)
             self.stream.write("\n")
-
-
-def render_to_string(results: list[ImageResult], fmt: str) -> str:
-    buffer = io.StringIO()
-    writer = ResultWriter(buffer, fmt)
-    for result in results:
-        writer.write(result)
-    writer.close()
-    return buffer.getvalue()
