@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detection.errors import DFDError
-from deepfake_detection.infer.backends import Backend, load_backend
-from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
+from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +34,23 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _logits(backend: Backend, crops: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
-    out = [backend.logits(to_batch(list(crops[i : i + batch]), backend.spec))
-           for i in range(0, len(crops), batch)]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
 def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *,
                    perturbations: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Calibrated probabilities per crop (column `score`), clean and under each perturbation."""
     from deepfake_detection.evaluate.robustness import PERTURBATIONS
 
-    size, temperature = backend.spec.input_size, backend.spec.temperature
+    size = backend.spec.input_size
     scores: list[np.ndarray] = []
     perturbed: dict[str, list[np.ndarray]] = {name: [] for name in perturbations}
     stored = df["crop_path"].tolist()
     for start in range(0, len(stored), 256):  # bounded memory: 256 crops at a time
         raw = [_read_rgb(root / p) for p in stored[start : start + 256]]
         crops = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in raw]
-        scores.append(sigmoid_probability(_logits(backend, crops), temperature))
+        scores.append(crop_probabilities(backend, crops, batch_size=64))
         for name in perturbations:  # degrade the stored crop, as a re-encoded upload would be
             degraded = [cv2.resize(PERTURBATIONS[name](r), (size, size), interpolation=cv2.INTER_AREA)
                         for r in raw]
-            perturbed[name].append(sigmoid_probability(_logits(backend, degraded), temperature))
+            perturbed[name].append(crop_probabilities(backend, degraded, batch_size=64))
     scored = df.copy()
     scored["score"] = np.concatenate(scores) if scores else np.zeros(0)
     return scored, {name: np.concatenate(v) for name, v in perturbed.items()}

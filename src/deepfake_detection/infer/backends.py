@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -145,3 +146,14 @@ def load_backend(
     if resolved == "onnx":
         return OnnxBackend(chosen)
     return TorchBackend.from_file(chosen)
+
+
+def crop_probabilities(backend: Backend, crops: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
+    """Calibrated fake probabilities (the spec's temperature) for model-sized RGB crops, in batches:
+    the one scoring path shared by the Predictor and `dfd evaluate`."""
+    from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
+
+    out = [sigmoid_probability(backend.logits(to_batch(list(crops[i : i + batch_size]), backend.spec)),
+                               backend.spec.temperature)
+           for i in range(0, len(crops), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

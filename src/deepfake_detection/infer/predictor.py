@@ -23,9 +23,8 @@ import numpy as np
 
 from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, create_detector, crop_faces
-from deepfake_detection.infer.backends import Backend, load_backend
+from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
 from deepfake_detection.infer.bundled import default_model_path, verify_checksum
-from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
 from deepfake_detection.infer.results import FaceResult, ImageResult
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS, load_image
 from deepfake_detection.io.sources import InputItem
@@ -124,11 +123,7 @@ class Predictor:
 
     def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
         """Calibrated fake probabilities for model-sized RGB crops, in batches."""
-        out = []
-        for i in range(0, len(crops), self.batch_size):
-            logits = self.backend.logits(to_batch(crops[i : i + self.batch_size], self.spec))
-            out.append(sigmoid_probability(logits, self.spec.temperature))
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return crop_probabilities(self.backend, crops, batch_size=self.batch_size)
 
     def _finish(self, batch: list[_Prepared]) -> list[ImageResult]:
         """Classify the crops of several prepared images in one go and build their results."""
