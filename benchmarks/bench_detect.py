@@ -30,6 +30,41 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def _percentiles(samples_ms: list[float]) -> str:
+    a = np.asarray(samples_ms)
+    return f"median {np.median(a):6.2f} ms   p95 {np.percentile(a, 95):6.2f} ms"
+
+
+def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model: str | None) -> None:
+    """One request at a time (a photo, a webcam frame): batch-1 classification and the whole pipeline,
+    with ONNX Runtime (what `dfd detect` uses) and with eager PyTorch (the plain approach)."""
+    from deepfake_detection.infer.backends import load_backend
+    from deepfake_detection.infer.bundled import default_model_path
+
+    onnx_path = Path(model) if model else default_model_path()
+    torch_path = onnx_path.with_suffix(".safetensors")
+    backends = {"ONNX Runtime": predictor.backend}  # type: ignore[attr-defined]
+    if torch_path.is_file():
+        backends["PyTorch eager"] = load_backend(torch_path, kind="torch")
+    print("\nbatch 1 (one crop or one photo per call)")
+    for name, backend in backends.items():
+        from deepfake_detection.infer.backends import crop_probabilities
+
+        times = []
+        for i in range(230):
+            start = time.perf_counter()
+            crop_probabilities(backend, [crops[i % len(crops)]], batch_size=1)
+            if i >= 30:  # warm-up
+                times.append((time.perf_counter() - start) * 1000)
+        print(f"  classify one face crop, {name:<14} {_percentiles(times)}")
+    times = []
+    for path in paths[:100]:
+        start = time.perf_counter()
+        predictor.predict(str(path))  # type: ignore[attr-defined]
+        times.append((time.perf_counter() - start) * 1000)
+    print(f"  one 720p JPEG, decode + detect + crop + classify (ONNX)  {_percentiles(times)}")
+
+
 def main() -> None:
     from deepfake_detection.cli import main as dfd
     from deepfake_detection.faces import crop_faces
@@ -71,6 +106,8 @@ def main() -> None:
         found = sum(1 for f in faces if f)
         total = sum(stages.values())
 
+        latency(predictor, paths, crops, args.model)
+
         out = folder / "results.jsonl"
         start = time.perf_counter()
         argv = ["detect", str(folder), "--format", "jsonl", "-o", str(out), "--no-progress"]
@@ -80,7 +117,7 @@ def main() -> None:
         ok = sum(r["status"] == "ok" for r in records)
 
     n = len(paths)
-    print(f"\n{'stage alone':<28}{'total s':>9}{'ms/img':>9}{'img/s':>9}")
+    print(f"\nfolder of {n} images\n{'stage alone':<28}{'total s':>9}{'ms/img':>9}{'img/s':>9}")
     for name, secs in stages.items():
         print(f"{name:<28}{secs:>9.2f}{secs / n * 1000:>9.1f}{n / secs:>9.1f}")
     print(f"{'sum of stages (plain loop)':<28}{total:>9.2f}{total / n * 1000:>9.1f}{n / total:>9.1f}")

@@ -137,3 +137,20 @@ def test_cli_help_lists_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "deepfake_detection.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "detect" in out and "models" in out
+
+
+def test_annotate_keeps_same_named_inputs_apart(tmp_path: Path, astronaut: np.ndarray,
+                                                grace_hopper: np.ndarray, tiny_onnx_model: Path) -> None:
+    for sub, image in (("a", astronaut), ("b", grace_hopper)):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.fromarray(image).save(tmp_path / "in" / sub / "face.jpg", quality=95)
+    (tmp_path / "in" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    out = tmp_path / "annotated"
+    code = main(["detect", str(tmp_path / "in"), "--model", str(tiny_onnx_model), "--annotate", str(out),
+                 "--format", "jsonl", "-o", str(tmp_path / "r.jsonl")])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["face.jpg", "face_2.jpg"]  # no overwrite, no error file
+    for name, original in (("face.jpg", astronaut), ("face_2.jpg", grace_hopper)):
+        drawn = np.asarray(Image.open(out / name).convert("RGB"))
+        assert drawn.shape == original.shape
+        assert np.abs(drawn.astype(int) - original.astype(int)).max() > 100  # a box and a label were drawn

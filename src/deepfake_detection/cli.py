@@ -36,6 +36,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         from dataclasses import replace
         predictor.spec = replace(predictor.spec, threshold=args.threshold)
     processed = 0
+    annotated: set[str] = set()
     show_progress = not args.no_progress and len(items) >= 10
     with open_output(args.output) as stream:
         writer = ResultWriter(stream, args.format)
@@ -45,22 +46,32 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             writer.write(result)
             processed += result.status != "error"
             if args.annotate and result.status != "error" and result.path:
-                _save_annotated(result, result.path, Path(args.annotate))
+                _save_annotated(result, result.path, Path(args.annotate), annotated)
         writer.close()
     return 0 if processed else 1
 
 
-def _save_annotated(result: ImageResult, path: str, folder: Path) -> None:
-    """Write a copy of the image with boxes and labels (decodes it again: an opt-in extra)."""
+def _save_annotated(result: ImageResult, path: str, folder: Path, used: set[str]) -> None:
+    """Write a copy of the image with boxes and labels (decodes it again: an opt-in extra).
+    Same-named inputs from different folders get `name_2.jpg`, ... instead of overwriting each other."""
     import cv2
 
     from deepfake_detection.infer.render import draw_result
+    from deepfake_detection.io.atomic import write_bytes_atomic
     from deepfake_detection.io.images import load_image
 
     folder.mkdir(parents=True, exist_ok=True)
     image = load_image(path)
     out = draw_result(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), result, bgr=True)
-    cv2.imwrite(str(folder / (Path(path).stem + ".jpg")), out)
+    stem, n = Path(path).stem, 1
+    name = f"{stem}.jpg"
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}.jpg"
+    used.add(name)
+    ok, encoded = cv2.imencode(".jpg", out)
+    if ok:
+        write_bytes_atomic(folder / name, encoded.tobytes())
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

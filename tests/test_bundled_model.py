@@ -1,0 +1,113 @@
+"""The bundled default model (models/default.*): integrity, its verdicts on the samples, backend parity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_detection.cli import main as dfd_main
+from deepfake_detection.errors import ModelError
+from deepfake_detection.infer.backends import load_backend
+from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+from deepfake_detection.infer.predictor import Predictor
+from deepfake_detection.io.images import load_image
+from deepfake_detection.synthetic import self_blended
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+MODELS = REPO / "models"
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load()
+
+
+def test_bundled_files_are_small_and_match_their_checksums() -> None:
+    files = [MODELS / "default.onnx", MODELS / "default.safetensors"]
+    assert sum(f.stat().st_size for f in files) <= 30 * 2**20
+    for f in files:
+        assert verify_checksum(f, required=True) == (MODELS / f"{f.name}.sha256").read_text().split()[0]
+
+
+def test_bundled_model_loads_with_its_spec(predictor: Predictor) -> None:
+    assert default_model_path() == MODELS / "default.onnx"
+    spec = predictor.spec
+    assert spec.name == "dfd-default-v1" and spec.arch == "efficientnet_lite0"
+    assert 0.0 < spec.threshold < 1.0 and spec.temperature > 0.0
+    card = (MODELS / "MODEL_CARD.md").read_text()
+    assert f"{spec.threshold:.3f}" in card  # the card states the threshold the model ships with
+    assert predictor.model_info["sha256"] == (MODELS / "default.onnx.sha256").read_text().split()[0]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_real_portraits_are_real(predictor: Predictor, name: str) -> None:
+    result = predictor.predict(SAMPLES / f"{name}.jpg")
+    assert result.status == "ok" and len(result.faces) == 1
+    assert result.label == "real", result.fake_probability
+
+
+def test_self_blended_portrait_is_fake(predictor: Predictor) -> None:
+    real = predictor.predict(SAMPLES / "astronaut.jpg")
+    shipped = predictor.predict(SAMPLES / "astronaut_selfblended.jpg")
+    assert shipped.label == "fake", shipped.fake_probability
+    assert shipped.fake_probability > real.fake_probability + 0.3  # type: ignore[operator]
+    # The sample is reproducible from the real portrait with the project's own self-blending.
+    remade = predictor.predict(self_blended(load_image(SAMPLES / "astronaut.jpg"), seed=0))
+    assert remade.label == "fake"
+    assert abs(remade.fake_probability - shipped.fake_probability) < 0.05  # type: ignore[operator]
+
+
+def test_onnx_and_pytorch_agree_on_the_bundled_model(predictor: Predictor) -> None:
+    onnx = load_backend(MODELS / "default.onnx", kind="onnx")
+    torch_backend = load_backend(MODELS / "default.safetensors", kind="torch")
+    assert onnx.spec == torch_backend.spec
+    crops = []
+    for name in ("astronaut", "grace_hopper", "astronaut_selfblended"):
+        image = load_image(SAMPLES / f"{name}.jpg")
+        face = predictor.detector.detect(image)[0]
+        from deepfake_detection.faces import crop_faces
+
+        crops += crop_faces(image, [face], onnx.spec.input_size, onnx.spec.crop)
+    rng = np.random.default_rng(0)
+    crops.append(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    p_onnx = Predictor(onnx, predictor.detector).probabilities(crops)
+    p_torch = Predictor(torch_backend, predictor.detector).probabilities(crops)
+    np.testing.assert_allclose(p_onnx, p_torch, atol=2e-4)
+
+
+def test_corrupted_bundled_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "default.onnx"
+    shutil.copy(MODELS / "default.onnx", bad)
+    shutil.copy(MODELS / "default.onnx.sha256", tmp_path / "default.onnx.sha256")
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        verify_checksum(bad, required=True)
+    monkeypatch.setenv("DFD_DEFAULT_MODEL", str(bad))
+    with pytest.raises(ModelError, match="does not match"):
+        Predictor.load()
+    # The CLI says so in one line, no traceback, and exits 1 (nothing processed).
+    code = dfd_main(["detect", str(SAMPLES / "astronaut.jpg"), "--format", "jsonl"])
+    err = capsys.readouterr().err
+    assert code == 1 and "does not match" in err and "Traceback" not in err
+    # A missing sidecar is refused for the bundled model, and a truncated file is a ModelError too.
+    (tmp_path / "default.onnx.sha256").unlink()
+    with pytest.raises(ModelError, match="checksum file"):
+        Predictor.load()
+    bad.write_bytes(bytes(data[:1000]))
+    with pytest.raises(ModelError):
+        load_backend(bad, kind="onnx")
+
+
+def test_metrics_file_describes_the_shipped_model(predictor: Predictor) -> None:
+    metrics = json.loads((MODELS / "default.metrics.json").read_text())
+    for part in (metrics["training"], metrics["test_evaluation"]):
+        assert part["threshold"] == pytest.approx(predictor.spec.threshold)
+        assert part["temperature"] == pytest.approx(predictor.spec.temperature)
