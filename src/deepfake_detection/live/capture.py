@@ -12,6 +12,7 @@ Decoding runs on its own thread so that it overlaps detection and classification
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -48,10 +49,11 @@ class VideoSource(Protocol):
 Opener = Callable[[str | int, SourceKind], VideoSource]
 
 
-def parse_source(text: str | int) -> str | int:
+def parse_source(text: str | int | os.PathLike[str]) -> str | int:
     """"0", "1", ... are webcam indices; anything else is a file path or a URL."""
     if isinstance(text, int):
         return text
+    text = os.fspath(text)
     return int(text) if text.strip().isdigit() else text
 
 
@@ -86,7 +88,7 @@ class Capture:
     or call `close()`: it stops the thread and releases the device.
     """
 
-    def __init__(self, source: str | int, *, realtime: bool = False, opener: Opener = open_source,
+    def __init__(self, source: str | int | os.PathLike[str], *, realtime: bool = False, opener: Opener = open_source,
                  queue_size: int = 8, backoff: float = 0.5, max_backoff: float = 8.0,
                  max_reopens: int | None = None) -> None:
         self.source = parse_source(source)
