@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,8 @@ def test_dropped_stream_is_reopened_with_backoff() -> None:
             raise ConnectionError("server gone")  # from now on every reopen fails
         return session
 
-    capture = Capture("rtsp://camera.local/stream", opener=opener, backoff=0.02, max_backoff=0.08, max_reopens=4)
+    capture = Capture("rtsp://camera.local/stream", opener=opener, backoff=0.02, max_backoff=0.08,
+                      max_reopens=4)
     assert capture.live and capture.kind == "stream"
     values = [int(frame.image[0, 0, 0]) for frame in capture]
     capture.close()

@@ -88,9 +88,9 @@ class Capture:
     or call `close()`: it stops the thread and releases the device.
     """
 
-    def __init__(self, source: str | int | os.PathLike[str], *, realtime: bool = False, opener: Opener = open_source,
-                 queue_size: int = 8, backoff: float = 0.5, max_backoff: float = 8.0,
-                 max_reopens: int | None = None) -> None:
+    def __init__(self, source: str | int | os.PathLike[str], *, realtime: bool = False,
+                 opener: Opener = open_source, queue_size: int = 8, backoff: float = 0.5,
+                 max_backoff: float = 8.0, max_reopens: int | None = None) -> None:
         self.source = parse_source(source)
         self.kind = source_kind(self.source)
         self.live = self.kind != "file" or realtime
