@@ -248,6 +248,14 @@ def test_headless_run_writes_every_frame(two_faces: Path, tmp_path: Path) -> Non
     assert np.abs(a[region].astype(int) - b[region].astype(int)).mean() > 20
 
 
+def test_bad_output_name_is_a_clear_error(two_faces: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.txt"
+    assert main(["live", "--source", str(two_faces), "--no-display", "--save", str(out)]) == 1
+    assert "use one of .mp4" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupt_stops_cleanly(predictor: Predictor, two_faces: Path, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}

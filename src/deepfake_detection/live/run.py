@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
+from deepfake_detection.errors import DFDError
 from deepfake_detection.infer.predictor import Predictor, _ms
 from deepfake_detection.io.atomic import atomic_open, atomic_path
 from deepfake_detection.live.capture import Capture, Opener, open_source
@@ -24,6 +25,12 @@ from deepfake_detection.live.pipeline import LiveConfig, LivePipeline
 
 log = logging.getLogger(__name__)
 WINDOW = "dfd live"
+# Codecs OpenCV's wheels can write everywhere (they carry no H.264 encoder).
+FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+class OutputError(DFDError):
+    """An output file cannot be written."""
 
 
 def display_available() -> bool:
@@ -68,17 +75,21 @@ class _VideoSink:
     """Annotated video written to a temporary file, renamed over the target once closed (playable)."""
 
     def __init__(self, stack: ExitStack, path: str, fps: float) -> None:
-        self.path, self.fps = path, fps
-        self._tmp = stack.enter_context(atomic_path(path, suffix=Path(path).suffix or ".mp4"))
+        suffix = Path(path).suffix.lower()
+        if suffix not in FOURCC:
+            raise OutputError(f"cannot write video {path}: use one of {', '.join(FOURCC)}")
+        self.path, self.fps, self.fourcc = path, fps, FOURCC[suffix]
+        self._tmp = stack.enter_context(atomic_path(path, suffix=suffix))
         self._writer: Any = None
         stack.callback(self.close)  # runs before atomic_path publishes the file
 
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             h, w = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
+            fourcc = cv2.VideoWriter.fourcc(*self.fourcc)
+            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (w, h))
             if not self._writer.isOpened():
-                raise OSError(f"cannot write video {self.path} (use a .mp4 or .avi name)")
+                raise OutputError(f"cannot write video {self.path}")
         self._writer.write(image)
 
     def close(self) -> None:
