@@ -74,8 +74,8 @@ def _cmd_live(args: argparse.Namespace) -> int:
     from deepfake_detection.live.pipeline import LiveConfig
     from deepfake_detection.live.run import run_live
 
-    config = LiveConfig(min_detect_every=args.detect_every, rescore_every=args.rescore_every,
-                        max_faces=args.max_faces)
+    config = LiveConfig(min_detect_every=args.detect_every, max_detect_every=max(15, args.detect_every),
+                        rescore_every=args.rescore_every, max_faces=args.max_faces)
     predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
                                batch_size=args.max_faces)
     if args.threshold is not None:

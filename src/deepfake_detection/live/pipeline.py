@@ -194,8 +194,8 @@ class LivePipeline:
                     self._apply(faces, pending_index, ms)
                     pending, detected = None, True
                     timings["detect_async"] = ms  # spent on the detector thread, not in this frame
-                # Young tracks (no velocity yet) and empty scenes are re-detected at the fastest rate.
-                young = not self.tracker.tracks or any(t.hits < 3 for t in self.tracker.tracks)
+                # Young tracks (no reliable velocity yet) are re-detected at the fastest rate.
+                young = any(t.hits < 3 for t in self.tracker.tracks)
                 every = self.config.min_detect_every if young else self.detect_every
                 if pending is None and frame.index - last_submit >= every:
                     # A copy in RGB: the detector thread must not see the overlay drawn later on this frame.
