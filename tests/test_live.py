@@ -205,6 +205,15 @@ def test_webcam_that_does_not_open_is_a_clear_error(capsys: pytest.CaptureFixtur
     assert "not found" in capsys.readouterr().err
 
 
+def test_display_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live_run.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not live_run.display_available()
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert live_run.display_available()
+
+
 def test_source_parsing() -> None:
     assert parse_source("0") == 0 and source_kind(0) == "webcam"
     assert source_kind("rtsp://x/y") == source_kind("http://x/y.mjpg") == "stream"

@@ -110,6 +110,9 @@ class Capture:
             raise SourceError(f"cannot open {what}{hint}")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps: float | None = fps if 0 < fps < 1000 else None
+        # A URL with a known length is a remote file, not a live stream: its end is the end (a reopen
+        # would replay it from the start).
+        self.finite = self.kind == "stream" and int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) > 0
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         self._stop = threading.Event()
@@ -205,9 +208,9 @@ class Capture:
                     ok, image = False, None
                 read_ms = (time.perf_counter() - t0) * 1000.0
                 if not ok or image is None:
-                    if self.kind == "stream" and self._reopen():
+                    if self.kind == "stream" and not self.finite and self._reopen():
                         continue
-                    if self.kind == "stream" and not self._stop.is_set():
+                    if self.kind == "stream" and not self.finite and not self._stop.is_set():
                         self.error = f"stream {self.source} dropped and could not be reopened"
                     elif self.kind == "webcam" and not self._stop.is_set():
                         self.error = f"webcam {self.source} stopped delivering frames"
@@ -220,6 +223,9 @@ class Capture:
                     t = time.monotonic() - start
                 self._deliver(Frame(index, image, t, read_ms))
                 index += 1
+        except Exception as exc:  # a bug or a backend failure: end the source with a message, not silently
+            log.exception("capture from %s failed", self.source)
+            self.error = f"capture failed ({type(exc).__name__}): {exc}"
         finally:
             self._finish()
 

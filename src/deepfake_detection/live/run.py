@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,8 @@ class LiveSummary:
     stopped_by: str = "end"  # end, q, interrupt, max-frames, error
     error: str | None = None
     seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)  # per frame: pipeline + draw
+    # per frame: pipeline + draw; the last 100,000 frames (about an hour at 30 fps: bounded memory)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     stage_ms: dict[str, float] = field(default_factory=dict)  # per-frame means
     detections: int = 0
     detect_ms: float = 0.0  # mean time of one detection
