@@ -135,7 +135,7 @@ def _score(predictor: Predictor, source: str, result: VideoResult, *, frames: in
 
     done = 0
     start = time.perf_counter()
-    for index, rgb in sample_frames(source, count=frames, stride=stride):
+    for index, rgb in sample_frames(source, count=frames, stride=stride, info=info):
         timings["decode"] = timings.get("decode", 0.0) + _ms(start)
         start = time.perf_counter()
         faces = predictor.detector.detect(rgb)
