@@ -22,8 +22,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.infer.results import VideoResult
     from deepfake_detection.infer.writers import ResultWriter, open_output
     from deepfake_detection.io.sources import expand_inputs
+    from deepfake_detection.live.video_verdict import plot_timeline
 
     items = expand_inputs(args.paths)
     if not items:
@@ -40,12 +42,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     show_progress = not args.no_progress and len(items) >= 10
     with open_output(args.output) as stream:
         writer = ResultWriter(stream, args.format)
-        results = predictor.predict_many(items, workers=args.workers)
+        results = predictor.predict_many(items, workers=args.workers, video_frames=args.frames,
+                                         video_stride=args.stride)
         for result in tqdm(results, total=len(items), disable=not show_progress, unit="img",
                            file=sys.stderr, dynamic_ncols=True):
             writer.write(result)
             processed += result.status != "error"
-            if args.annotate and result.status != "error" and result.path:
+            if isinstance(result, VideoResult):
+                if args.plot and result.status != "error" and result.path:
+                    plot_timeline(result, Path(args.plot) / (Path(result.path).stem + ".timeline.png"))
+            elif args.annotate and result.status != "error" and result.path:
                 _save_annotated(result, result.path, Path(args.annotate), annotated)
         writer.close()
     return 0 if processed else 1
@@ -72,6 +78,27 @@ def _save_annotated(result: ImageResult, path: str, folder: Path, used: set[str]
     ok, encoded = cv2.imencode(".jpg", out)
     if ok:
         write_bytes_atomic(folder / name, encoded.tobytes())
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.live.pipeline import LiveConfig
+    from deepfake_detection.live.run import run_live
+
+    config = LiveConfig(min_detect_every=args.detect_every, max_detect_every=max(15, args.detect_every),
+                        rescore_every=args.rescore_every, max_faces=args.max_faces)
+    predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
+                               batch_size=args.max_faces)
+    if args.threshold is not None:
+        from dataclasses import replace
+        predictor.spec = replace(predictor.spec, threshold=args.threshold)
+    summary = run_live(predictor, args.source, config=config, realtime=args.realtime,
+                       display=False if args.no_display else None, save=args.save, jsonl=args.jsonl,
+                       max_frames=args.max_frames)
+    print(f"dfd live: {summary.describe()}", file=sys.stderr)
+    if summary.error:
+        print(f"dfd live: error: {summary.error}", file=sys.stderr)
+    return 0 if summary.frames and not summary.error else 1
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -157,6 +184,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepfake_detection.infer.writers import FORMATS
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
@@ -166,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    detect = sub.add_parser("detect", help="score the faces in images, folders and globs")
-    detect.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
+    detect = sub.add_parser("detect", help="score the faces in images, videos, folders and globs")
+    detect.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image or video files, folders (recursive) or globs")
     detect.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
     detect.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
     detect.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
@@ -180,7 +215,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse images with more pixels (decompression bombs)")
     detect.add_argument("--annotate", metavar="DIR", help="also save images with boxes and labels drawn")
     detect.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    detect.add_argument("--frames", type=_positive_int, default=32,
+                        help="videos: score this many evenly spaced frames")
+    detect.add_argument("--stride", type=_positive_int, help="videos: score every N-th frame instead")
+    detect.add_argument("--plot", metavar="DIR", help="videos: save a per-second score timeline PNG here")
     detect.set_defaults(func=_cmd_detect)
+
+    live = sub.add_parser("live", help="boxes and labels on a webcam, video file or network stream, live")
+    live.add_argument("--source", default="0", help="webcam index (0), video file, or rtsp:// / http:// URL")
+    live.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
+    live.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    live.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
+    live.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
+    live.add_argument("--realtime", action="store_true",
+                      help="files: keep pace with the clock, dropping frames when slower "
+                           "(default: every frame)")
+    live.add_argument("--no-display", action="store_true",
+                      help="no window (headless); automatic when there is no DISPLAY")
+    live.add_argument("--save", metavar="OUT.mp4", help="write the annotated video here")
+    live.add_argument("--jsonl", metavar="FILE", help="write one JSON line of results per frame here")
+    live.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
+    live.add_argument("--detect-every", type=_positive_int, default=2,
+                      help="detect faces at most every N frames (raised automatically under load; "
+                           "faces are tracked in between)")
+    live.add_argument("--rescore-every", type=_positive_int, default=3,
+                      help="classify each tracked face again every N frames (sooner when it moves)")
+    live.add_argument("--max-faces", type=_positive_int, default=8, help="faces per frame, biggest first")
+    live.set_defaults(func=_cmd_live)
 
     prep = sub.add_parser("prepare", help="datasets -> face crops + a Parquet manifest (resumable)")
     prep.add_argument("sources", nargs="+", metavar="SOURCE", help="dataset roots or CSV listings")
