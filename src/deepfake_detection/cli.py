@@ -146,6 +146,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from deepfake_detection.errors import MissingExtraError
+    from deepfake_detection.scan import ScanConfig, scan
+
+    config = ScanConfig(model=args.model, backend=args.backend, detector=args.detector,
+                        threshold=args.threshold, batch_size=args.batch_size, classifiers=args.classifiers,
+                        max_pixels=args.max_pixels, ray_address=args.ray_address,
+                        progress=not args.no_progress)
+    try:
+        summary = scan(args.sources, args.output, config)
+    except MissingExtraError as exc:  # a setup problem, told like a usage error
+        print(f"dfd scan: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0 if summary.total > summary.counts["error"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepfake_detection.infer.writers import FORMATS
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
@@ -235,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override config values, e.g. --set optim.lr=1e-3 epochs=4 (repeatable; YAML-typed)")
     tr.add_argument("--resume", action="store_true", help="continue the run in the config's out folder")
     tr.set_defaults(func=_cmd_train)
+
+    sc = sub.add_parser("scan", help="batch detection on Ray (millions of images, a cluster) -> Parquet")
+    sc.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="files, folders, globs, CSV/Parquet listings of paths or URIs, s3://... prefixes")
+    sc.add_argument("--output", "-o", required=True, help="Parquet file to write (atomically)")
+    sc.add_argument("--ray-address", help="join this Ray cluster (host:port, ray://..., auto); "
+                    "default: start a local runtime sized to this machine")
+    sc.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
+    sc.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                    help="on CPUs (GPUs run the .safetensors weights with PyTorch)")
+    sc.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
+    sc.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
+    sc.add_argument("--batch-size", type=int, default=32, help="images per classifier batch")
+    sc.add_argument("--classifiers", type=int, help="classifier actors (default: one per GPU, "
+                    "else one per 8 CPUs)")
+    sc.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                    help="refuse images with more pixels (decompression bombs)")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sc.set_defaults(func=_cmd_scan)
     return parser
 
 

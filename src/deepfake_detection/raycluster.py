@@ -1,0 +1,50 @@
+"""Joining or starting a Ray runtime, for `dfd scan` and `dfd prepare --ray-address`.
+
+Ray is an optional extra: importing it goes through `import_ray`, which turns its absence into a
+MissingExtraError naming the pip command. A runtime this package started is shut down when the work
+ends; one that was already running in the process (a notebook, a test) or a cluster it joined is left
+as it was (`ray.shutdown` only disconnects from a cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from deepfake_detection.errors import MissingExtraError
+from deepfake_detection.runtime import available_cores
+
+INSTALL_HINT = "pip install 'deepfake-detection[distributed]'"
+LOCAL = "local"  # --ray-address local: a fresh runtime on this machine (the default without an address)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] part of the extra)
+    except ImportError as exc:
+        raise MissingExtraError(f"this needs Ray, an optional extra ({exc}); install it with: "
+                                f"{INSTALL_HINT}") from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
+    """The `ray` module, connected: to `address` (host:port, ray://host:port or "auto"), or to a
+    new local runtime sized to this machine when `address` is None or "local"."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    # Workers log to the driver at WARNING: Ray Data's INFO lines would bury our own progress bar.
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
+    if address in (None, LOCAL):
+        ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **common)
+    else:
+        ray.init(address=address, **common)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
