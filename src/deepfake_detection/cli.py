@@ -84,7 +84,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
         chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68,
     )
-    summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress)
+    from deepfake_detection.errors import MissingExtraError
+
+    try:
+        summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress,
+                          ray_address=args.ray_address)
+    except MissingExtraError as exc:  # --ray-address without Ray: a setup problem, told like a usage error
+        print(f"dfd prepare: {exc}", file=sys.stderr)
+        return 2
     print(format_summary(summary))
     print(f"manifest: {Path(args.out) / 'manifest.parquet'}")
     return 0
@@ -206,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="detect faces on a copy this size (crops come from the original): smaller is "
                            "faster and misses small faces")
     prep.add_argument("--workers", type=int, help="processes (default: all cores)")
+    prep.add_argument("--ray-address", help="run the chunks as Ray tasks on this cluster (host:port, "
+                      "ray://..., auto) or 'local'; --out must be a folder every node sees")
     prep.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1),
                       metavar=("TRAIN", "VAL", "TEST"))
     prep.add_argument("--seed", type=int, default=0)
@@ -266,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
     sc.add_argument("--batch-size", type=int, default=32, help="images per classifier batch")
     sc.add_argument("--classifiers", type=int, help="classifier actors (default: one per GPU, "
-                    "else one per 8 CPUs)")
+                    "else a third of the CPUs)")
     sc.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                     help="refuse images with more pixels (decompression bombs)")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
