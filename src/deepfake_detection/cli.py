@@ -147,7 +147,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dfd train: invalid config: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("deepfake_detection.train").setLevel(logging.INFO)  # per-epoch lines
+    import os
+
+    # Per-epoch lines from rank 0 only: under torchrun every process runs this command.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    logging.getLogger("deepfake_detection.train").setLevel(logging.INFO if rank0 else logging.WARNING)
     out = train(config, resume=args.resume)
     print(out)
     return 0
