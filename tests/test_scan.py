@@ -167,3 +167,19 @@ def test_without_ray_scan_says_how_to_install(monkeypatch: pytest.MonkeyPatch, s
     err = capsys.readouterr().err
     assert "pip install 'deepfake-detection[distributed]'" in err and "Traceback" not in err
     assert not (tmp_path / "r.parquet").exists()
+
+
+def test_classifier_pool_follows_the_cluster() -> None:
+    from deepfake_detection.scan import ScanConfig, ScanSummary
+    from deepfake_detection.scan.pipeline import _actors
+
+    small = _actors(ScanConfig(), {"CPU": 2.0})
+    assert small == {"concurrency": 1, "num_gpus": 0, "num_cpus": 0.0, "device": "cpu", "threads": 1}
+    big = _actors(ScanConfig(), {"CPU": 32.0})
+    assert (big["concurrency"], big["num_cpus"], big["device"]) == (11, 1.0, "cpu")
+    gpus = _actors(ScanConfig(), {"CPU": 32.0, "GPU": 4.0})
+    assert (gpus["concurrency"], gpus["num_gpus"], gpus["device"]) == (4, 1, "cuda")
+    mine = _actors(ScanConfig(classifiers=3, classifier_cpus=2), {"CPU": 2.0})
+    assert (mine["concurrency"], mine["num_cpus"], mine["threads"]) == (3, 2, 2)
+    empty = ScanSummary(output="x.parquet")
+    assert empty.fake_rate is None and empty.images_per_second == 0.0 and "fake rate n/a" in empty.format()
