@@ -179,6 +179,7 @@ def test_classifier_pool_follows_the_cluster() -> None:
     assert (big["concurrency"], big["num_cpus"], big["device"]) == (11, 1.0, "cpu")
     gpus = _actors(ScanConfig(), {"CPU": 32.0, "GPU": 4.0})
     assert (gpus["concurrency"], gpus["num_gpus"], gpus["device"]) == (4, 1, "cuda")
+    assert _actors(ScanConfig(), {"CPU": 32.0, "GPU": 4.0}, torch_weights=False)["device"] == "cpu"
     mine = _actors(ScanConfig(classifiers=3, classifier_cpus=2), {"CPU": 2.0})
     assert (mine["concurrency"], mine["num_cpus"], mine["threads"]) == (3, 2, 2)
     empty = ScanSummary(output="x.parquet")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from deepfake_detection.errors import MissingExtraError
+from deepfake_detection.errors import DFDError, MissingExtraError
 from deepfake_detection.runtime import available_cores
 
 INSTALL_HINT = "pip install 'deepfake-detection[distributed]'"
@@ -40,10 +40,14 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         return
     # Workers log to the driver at WARNING: Ray Data's INFO lines would bury our own progress bar.
     common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
-    if address in (None, LOCAL):
-        ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **common)
-    else:
-        ray.init(address=address, **common)
+    try:
+        if address in (None, LOCAL):
+            ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **common)
+        else:
+            ray.init(address=address, **common)
+    except Exception as exc:  # ConnectionError, timeouts, a bad address: one message, no traceback
+        where = "a local Ray runtime" if address in (None, LOCAL) else f"the Ray cluster at {address}"
+        raise DFDError(f"cannot start or join {where}: {exc}") from None
     try:
         yield ray
     finally:

@@ -87,10 +87,13 @@ def _model_file(config: ScanConfig) -> tuple[str, Any]:
     return str(path.resolve()), backend.spec
 
 
-def _actors(config: ScanConfig, resources: dict[str, float]) -> dict[str, Any]:
-    """map_batches arguments for the classifier pool: GPUs when the cluster has them, else CPUs."""
+def _actors(config: ScanConfig, resources: dict[str, float], *, torch_weights: bool = True) -> dict[str, Any]:
+    """map_batches arguments for the classifier pool: GPUs when the cluster has them (and the model
+    has PyTorch weights to run there), else CPUs."""
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    if gpus:
+    if gpus and not torch_weights:
+        log.warning("the cluster has GPUs but the model has no .safetensors weights: classifying on CPUs")
+    if gpus and torch_weights:
         return {"concurrency": config.classifiers or gpus, "num_gpus": 1, "num_cpus": 1,
                 "device": "cuda", "threads": 1}
     # Classifying a face costs about half of decoding and detecting its image (13 vs 25 ms on one
@@ -129,7 +132,9 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
         DataContext.get_current().enable_progress_bars = False  # ours below counts images, not blocks
         for name, level in (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR)):
             logging.getLogger(name).setLevel(level)  # per-run INFO lines would break the progress bar
-        actors = _actors(config, ray.cluster_resources())
+        stem = Path(model_path).with_suffix("")
+        actors = _actors(config, ray.cluster_resources(),
+                         torch_weights=stem.with_name(stem.name + ".safetensors").is_file())
         log.info("scan: %d inputs; classifiers %s", len(items), actors)
         device, threads = actors.pop("device"), actors.pop("threads")
         blocks = max(1, -(-len(items) // config.images_per_task))
@@ -156,9 +161,10 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
                     writer.write_table(table)
                     summary.add(table)
                     bar.update(table.num_rows)
+                if summary.total != len(items):  # retries make this impossible; checked, not trusted
+                    raise DFDError(f"scan produced {summary.total} rows for {len(items)} inputs; "
+                                   f"{output} was left as it was")
         finally:
             bar.close()
         summary.seconds = time.perf_counter() - start
-    if summary.total != len(items):  # Ray's retries should make this impossible; never trust it silently
-        raise DFDError(f"scan wrote {summary.total} rows for {len(items)} inputs")
     return summary
