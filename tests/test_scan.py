@@ -184,3 +184,18 @@ def test_classifier_pool_follows_the_cluster() -> None:
     assert (mine["concurrency"], mine["num_cpus"], mine["threads"]) == (3, 2, 2)
     empty = ScanSummary(output="x.parquet")
     assert empty.fake_rate is None and empty.images_per_second == 0.0 and "fake rate n/a" in empty.format()
+
+
+def test_an_unreachable_cluster_fails_fast() -> None:
+    import socket
+
+    from deepfake_detection.errors import DFDError
+    from deepfake_detection.raycluster import _check_reachable
+
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(DFDError, match="cannot reach the Ray cluster"):
+            _check_reachable(address, timeout=2)
+    _check_reachable("auto")  # left to Ray

@@ -9,6 +9,7 @@ as it was (`ray.shutdown` only disconnects from a cluster).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +31,17 @@ def import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a host:port nobody listens on: Ray itself keeps retrying for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DFDError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+
+
 @contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
     """The `ray` module, connected: to `address` (host:port, ray://host:port or "auto"), or to a
@@ -44,7 +56,10 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         if address in (None, LOCAL):
             ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **common)
         else:
+            _check_reachable(address)
             ray.init(address=address, **common)
+    except DFDError:
+        raise
     except Exception as exc:  # ConnectionError, timeouts, a bad address: one message, no traceback
         where = "a local Ray runtime" if address in (None, LOCAL) else f"the Ray cluster at {address}"
         raise DFDError(f"cannot start or join {where}: {exc}") from None
