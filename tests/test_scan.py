@@ -199,3 +199,19 @@ def test_an_unreachable_cluster_fails_fast() -> None:
         with pytest.raises(DFDError, match="cannot reach the Ray cluster"):
             _check_reachable(address, timeout=2)
     _check_reachable("auto")  # left to Ray
+
+
+def test_stages_in_process_with_a_threshold_override(scenes: Path, tiny_onnx_model: Path) -> None:
+    import pyarrow as pa
+
+    from deepfake_detection.infer.backends import load_backend
+    from deepfake_detection.scan.stages import detect_batch
+
+    spec = load_backend(tiny_onnx_model).spec
+    inputs = pa.table({"id": [5, 6], "path": [str(scenes / "s_00.jpg"), "gone.jpg"],
+                       "missing": [False, True]})
+    prepared = detect_batch(inputs, spec_json=spec.to_json(), detector="auto", max_pixels=10**8)
+    rows = Classifier(str(tiny_onnx_model), threshold=0.0)(prepared).to_pylist()
+    assert [r["id"] for r in rows] == [5, 6]
+    assert rows[0]["status"] == "ok" and rows[0]["threshold"] == 0.0 and rows[0]["label"] == "fake"
+    assert rows[1]["status"] == "error" and rows[1]["error"].startswith("FileNotFoundError")
