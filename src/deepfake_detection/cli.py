@@ -122,7 +122,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
         chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68,
     )
-    summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress)
+    from deepfake_detection.errors import MissingExtraError
+
+    try:
+        summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress,
+                          ray_address=args.ray_address)
+    except MissingExtraError as exc:  # --ray-address without Ray: a setup problem, told like a usage error
+        print(f"dfd prepare: {exc}", file=sys.stderr)
+        return 2
     print(format_summary(summary))
     print(f"manifest: {Path(args.out) / 'manifest.parquet'}")
     return 0
@@ -178,7 +185,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dfd train: invalid config: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("deepfake_detection.train").setLevel(logging.INFO)  # per-epoch lines
+    import os
+
+    # Per-epoch lines from rank 0 only: under torchrun every process runs this command.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    logging.getLogger("deepfake_detection.train").setLevel(logging.INFO if rank0 else logging.WARNING)
     out = train(config, resume=args.resume)
     print(out)
     return 0
@@ -189,6 +200,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from deepfake_detection.errors import MissingExtraError
+    from deepfake_detection.scan import ScanConfig, scan
+
+    config = ScanConfig(model=args.model, backend=args.backend, detector=args.detector,
+                        threshold=args.threshold, batch_size=args.batch_size, classifiers=args.classifiers,
+                        max_pixels=args.max_pixels, ray_address=args.ray_address,
+                        progress=not args.no_progress)
+    try:
+        summary = scan(args.sources, args.output, config)
+    except MissingExtraError as exc:  # a setup problem, told like a usage error
+        print(f"dfd scan: {exc}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0 if summary.total > summary.counts["error"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="detect faces on a copy this size (crops come from the original): smaller is "
                            "faster and misses small faces")
     prep.add_argument("--workers", type=int, help="processes (default: all cores)")
+    prep.add_argument("--ray-address", help="run the chunks as Ray tasks on this cluster (host:port, "
+                      "ray://..., auto) or 'local'; --out must be a folder every node sees")
     prep.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1),
                       metavar=("TRAIN", "VAL", "TEST"))
     prep.add_argument("--seed", type=int, default=0)
@@ -307,6 +337,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override config values, e.g. --set optim.lr=1e-3 epochs=4 (repeatable; YAML-typed)")
     tr.add_argument("--resume", action="store_true", help="continue the run in the config's out folder")
     tr.set_defaults(func=_cmd_train)
+
+    sc = sub.add_parser("scan", help="batch detection on Ray (millions of images, a cluster) -> Parquet")
+    sc.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="files, folders, globs, CSV/Parquet listings of paths or URIs, s3://... prefixes")
+    sc.add_argument("--output", "-o", required=True, help="Parquet file to write (atomically)")
+    sc.add_argument("--ray-address", help="join this Ray cluster (host:port, ray://..., auto); "
+                    "default: start a local runtime sized to this machine")
+    sc.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
+    sc.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                    help="on CPUs (GPUs run the .safetensors weights with PyTorch)")
+    sc.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
+    sc.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
+    sc.add_argument("--batch-size", type=int, default=32, help="images per classifier batch")
+    sc.add_argument("--classifiers", type=int, help="classifier actors (default: one per GPU, "
+                    "else a third of the CPUs)")
+    sc.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                    help="refuse images with more pixels (decompression bombs)")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sc.set_defaults(func=_cmd_scan)
     return parser
 
 

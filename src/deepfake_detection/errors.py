@@ -37,3 +37,7 @@ class UnknownModelError(ModelError):
 
 class DatasetError(DFDError):
     """A dataset root, listing, split or manifest is unrecognised, malformed or inconsistent."""
+
+
+class MissingExtraError(DFDError):
+    """A feature needs an optional extra that is not installed; the message says how to install it."""

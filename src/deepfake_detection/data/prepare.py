@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -240,9 +240,68 @@ def _check_config(out: Path, config: PrepareConfig, roots: Sequence[str]) -> Non
     path.write_text(json.dumps(key, indent=2) + "\n")
 
 
+def _on_processes(todo: list[tuple[int, list[SourceItem]]], config: PrepareConfig, out: Path,
+                  workers: int) -> Generator[ChunkResult, None, None]:
+    """Chunk results from a pool of local processes, as they finish (at most 2 per worker queued)."""
+    context = get_context("spawn")  # no fork: the parent holds threads (progress bar, ONNX sessions)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(config, str(out))) as pool:
+            pending: set[Future[ChunkResult]] = set()
+            queue = iter(todo)
+            for index, chunk in islice(queue, workers * 2):  # bounded: memory stays flat
+                pending.add(pool.submit(_process_chunk, index, chunk))
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(_process_chunk, *nxt))
+    except BrokenProcessPool as exc:
+        raise DFDError("a worker process died; finished chunks are kept in "
+                       f"{out / 'parts'}: run the same command again to resume") from exc
+
+
+def _ray_chunk(config: PrepareConfig, out: str, chunk: int, items: list[SourceItem]) -> ChunkResult:
+    """A Ray task: the same per-chunk work as a local worker. Ray reuses worker processes, so the
+    detector is built once per process and per configuration."""
+    if _WORKER.get("config") != config or _WORKER.get("out") != Path(out):
+        _WORKER.clear()
+        _init_worker(config, out)
+    return _process_chunk(chunk, items)
+
+
+def _on_ray(todo: list[tuple[int, list[SourceItem]]], config: PrepareConfig, out: Path,
+            address: str) -> Generator[ChunkResult, None, None]:
+    """Chunk results from Ray tasks (one CPU each; a task whose worker dies is run again). Workers on
+    other machines write crops under `out` too: it must be a folder every node sees (NFS, a mount)."""
+    from deepfake_detection.raycluster import ray_session
+
+    with ray_session(address) as ray:
+        task = ray.remote(_ray_chunk).options(num_cpus=1, max_retries=3)
+        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue = iter(todo)
+        pending = [task.remote(config, str(out), index, chunk) for index, chunk in islice(queue, in_flight)]
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            try:
+                result = ray.get(finished[0])
+            except ray.exceptions.RayError as exc:  # retries spent, or the cluster went away
+                raise DFDError(f"a Ray task failed ({type(exc).__name__}); finished chunks are kept in "
+                               f"{out / 'parts'}: run the same command again to resume") from None
+            yield result
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending.append(task.remote(config, str(out), *nxt))
+
+
 def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None = None, *,
-            workers: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) preparation; return the summary (also saved as summary.json)."""
+            workers: int | None = None, progress: bool = True, ray_address: str | None = None
+            ) -> dict[str, Any]:
+    """Run (or resume) preparation; return the summary (also saved as summary.json). With
+    `ray_address` (a cluster address, or "local") the chunks run as Ray tasks instead of local
+    processes: the same per-chunk function, so the same crops and manifest."""
     from tqdm import tqdm
 
     from deepfake_detection.data.layouts import iter_sources
@@ -261,31 +320,18 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
     done_sources = len(sources) - sum(len(c) for _, c in todo)
     bar = tqdm(total=len(sources), initial=done_sources, unit="src", disable=not progress,
                dynamic_ncols=True, desc="prepare")
-    context = get_context("spawn")  # no fork: the parent holds threads (progress bar, ONNX sessions)
+    results = (_on_processes(todo, config, out, workers) if ray_address is None
+               else _on_ray(todo, config, out, ray_address))
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(config, str(out))) as pool:
-            pending: set[Future[ChunkResult]] = set()
-            queue = iter(todo)
-            for index, chunk in islice(queue, workers * 2):  # bounded: memory stays flat
-                pending.add(pool.submit(_process_chunk, index, chunk))
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    result = future.result()
-                    _save_part(out, result)
-                    bar.update(result.sources)
-                    bar.set_postfix(crops=len(result.records), refresh=False)
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        pending.add(pool.submit(_process_chunk, *nxt))
-    except BrokenProcessPool as exc:
-        raise DFDError("a worker process died; finished chunks are kept in "
-                       f"{out / 'parts'}: run the same command again to resume") from exc
+        for result in results:
+            _save_part(out, result)
+            bar.update(result.sources)
+            bar.set_postfix(crops=len(result.records), refresh=False)
     finally:
+        results.close()  # stops the pool or the Ray session now, also on errors and Ctrl-C
         bar.close()
     total_chunks = -(-len(sources) // config.sources_per_chunk)
-    del sources, todo, queue  # the source list is the largest object left: free it before joining parts
+    del sources, todo  # the source list is the largest object left: free it before joining parts
     return finalize(out, config, total_chunks=total_chunks, listing_failures=listing_failures)
 
 

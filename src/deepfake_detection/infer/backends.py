@@ -138,14 +138,16 @@ def _resolve(path: Path, kind: str) -> tuple[Path, str]:
 
 
 def load_backend(
-    path: str | os.PathLike[str], kind: Literal["auto", "onnx", "torch"] = "auto"
+    path: str | os.PathLike[str], kind: Literal["auto", "onnx", "torch"] = "auto", *,
+    threads: int | None = None, device: str = "cpu",
 ) -> Backend:
     """.onnx -> OnnxBackend, .safetensors -> TorchBackend. 'auto' with a stem or a .safetensors path
-    prefers the sibling .onnx (faster on CPU) when it exists and is not older than the weights."""
+    prefers the sibling .onnx (faster on CPU) when it exists and is not older than the weights.
+    `threads` sizes ONNX Runtime (default: all cores); `device` places a PyTorch model."""
     chosen, resolved = _resolve(Path(path), kind)
     if resolved == "onnx":
-        return OnnxBackend(chosen)
-    return TorchBackend.from_file(chosen)
+        return OnnxBackend(chosen, threads=threads)
+    return TorchBackend.from_file(chosen, device=device)
 
 
 def crop_probabilities(backend: Backend, crops: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:

@@ -28,13 +28,14 @@ from deepfake_detection.infer.bundled import default_model_path, verify_checksum
 from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, load_image
 from deepfake_detection.io.sources import InputItem
+from deepfake_detection.models.spec import ModelSpec
 from deepfake_detection.runtime import available_cores
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """What a worker hands to the classifier: everything but the scores."""
 
     path: str | None
@@ -49,6 +50,78 @@ class _Prepared:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+# --- the two halves of a prediction, shared with `dfd scan` (which runs them in different processes) --
+
+def model_info(spec: ModelSpec, backend: Backend) -> dict[str, str]:
+    return {"name": spec.name or spec.arch, "arch": spec.arch, "sha256": backend.sha256,
+            "backend": backend.name}
+
+
+def prepare_image(source: Any, path: str | None, detector: FaceDetector, spec: ModelSpec, *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    """Decode, detect and crop one image; never raises for bad input."""
+    prepared = Prepared(path)
+    try:
+        start = time.perf_counter()
+        image = load_image(source, max_pixels=max_pixels)  # arrays are taken as RGB
+        prepared.timings_ms["decode"] = _ms(start)
+        prepared.image_size = (int(image.shape[1]), int(image.shape[0]))
+        start = time.perf_counter()
+        prepared.faces = detector.detect(image)
+        prepared.timings_ms["detect"] = _ms(start)
+        start = time.perf_counter()
+        size = spec.input_size
+        prepared.crops = crop_faces(image, prepared.faces, size, spec.crop)
+        if not prepared.faces and spec.whole_image:
+            prepared.whole_image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        prepared.timings_ms["crop"] = _ms(start)
+    except DFDError as exc:
+        prepared.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a bug or an unexpected library error must not stop a batch
+        log.exception("unexpected error on %s", path)
+        prepared.error = f"internal error ({type(exc).__name__}): {exc}"
+    return prepared
+
+
+def finish_results(batch: list[Prepared], backend: Backend, spec: ModelSpec, *,
+                   batch_size: int = 32) -> list[ImageResult]:
+    """Classify the crops of several prepared images in one go and build their results."""
+    crops: list[np.ndarray] = []
+    for p in batch:
+        crops.extend(p.crops if p.faces else ([p.whole_image] if p.whole_image is not None else []))
+    start = time.perf_counter()
+    probs = crop_probabilities(backend, crops, batch_size=batch_size)
+    per_crop_ms = _ms(start) / max(len(crops), 1)
+    info = model_info(spec, backend)
+    results, cursor = [], 0
+    for p in batch:
+        result = ImageResult(path=p.path, status="error", threshold=spec.threshold,
+                             model=info, image_size=p.image_size, timings_ms=p.timings_ms)
+        if p.error is not None:
+            result.error = p.error
+        elif p.faces:
+            scores = probs[cursor : cursor + len(p.faces)]
+            cursor += len(p.faces)
+            result.faces = [
+                FaceResult(box=[float(v) for v in f.box], detector_score=float(f.score),
+                           fake_probability=float(s),
+                           landmarks=None if f.landmarks is None else f.landmarks.tolist())
+                for f, s in zip(p.faces, scores, strict=True)
+            ]
+            result.status = "ok"
+            result.fake_probability = float(scores.max())  # one fake face makes the image fake
+            p.timings_ms["classify"] = per_crop_ms * len(p.faces)
+        else:
+            result.status = "no_face"
+            if p.whole_image is not None:
+                result.fake_probability = float(probs[cursor])
+                cursor += 1
+                p.timings_ms["classify"] = per_crop_ms
+        p.timings_ms["total"] = sum(v for k, v in p.timings_ms.items() if k != "total")
+        results.append(result)
+    return results
 
 
 class Predictor:
@@ -85,8 +158,7 @@ class Predictor:
 
     @property
     def model_info(self) -> dict[str, str]:
-        return {"name": self.spec.name or self.spec.arch, "arch": self.spec.arch,
-                "sha256": self.backend.sha256, "backend": self.backend.name}
+        return model_info(self.spec, self.backend)
 
     # --- stages -------------------------------------------------------------------------------
 
@@ -99,69 +171,15 @@ class Predictor:
             detector = self._local.detector = self._detector_factory()
         return detector
 
-    def _prepare(self, source: Any, path: str | None, detector: FaceDetector | None = None) -> _Prepared:
-        """Decode, detect and crop one image; never raises for bad input."""
-        prepared = _Prepared(path)
-        try:
-            start = time.perf_counter()
-            image = load_image(source, max_pixels=self.max_pixels)  # arrays are taken as RGB
-            prepared.timings_ms["decode"] = _ms(start)
-            prepared.image_size = (int(image.shape[1]), int(image.shape[0]))
-            start = time.perf_counter()
-            prepared.faces = (detector or self.detector).detect(image)
-            prepared.timings_ms["detect"] = _ms(start)
-            start = time.perf_counter()
-            size = self.spec.input_size
-            prepared.crops = crop_faces(image, prepared.faces, size, self.spec.crop)
-            if not prepared.faces and self.spec.whole_image:
-                prepared.whole_image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            prepared.timings_ms["crop"] = _ms(start)
-        except DFDError as exc:
-            prepared.error = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # a bug or an unexpected library error must not stop a batch
-            log.exception("unexpected error on %s", path)
-            prepared.error = f"internal error ({type(exc).__name__}): {exc}"
-        return prepared
+    def _prepare(self, source: Any, path: str | None, detector: FaceDetector | None = None) -> Prepared:
+        return prepare_image(source, path, detector or self.detector, self.spec, max_pixels=self.max_pixels)
 
     def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
         """Calibrated fake probabilities for model-sized RGB crops, in batches."""
         return crop_probabilities(self.backend, crops, batch_size=self.batch_size)
 
-    def _finish(self, batch: list[_Prepared]) -> list[ImageResult]:
-        """Classify the crops of several prepared images in one go and build their results."""
-        crops: list[np.ndarray] = []
-        for p in batch:
-            crops.extend(p.crops if p.faces else ([p.whole_image] if p.whole_image is not None else []))
-        start = time.perf_counter()
-        probs = self.probabilities(crops)
-        per_crop_ms = _ms(start) / max(len(crops), 1)
-        results, cursor = [], 0
-        for p in batch:
-            result = ImageResult(path=p.path, status="error", threshold=self.spec.threshold,
-                                 model=self.model_info, image_size=p.image_size, timings_ms=p.timings_ms)
-            if p.error is not None:
-                result.error = p.error
-            elif p.faces:
-                scores = probs[cursor : cursor + len(p.faces)]
-                cursor += len(p.faces)
-                result.faces = [
-                    FaceResult(box=[float(v) for v in f.box], detector_score=float(f.score),
-                               fake_probability=float(s),
-                               landmarks=None if f.landmarks is None else f.landmarks.tolist())
-                    for f, s in zip(p.faces, scores, strict=True)
-                ]
-                result.status = "ok"
-                result.fake_probability = float(scores.max())  # one fake face makes the image fake
-                p.timings_ms["classify"] = per_crop_ms * len(p.faces)
-            else:
-                result.status = "no_face"
-                if p.whole_image is not None:
-                    result.fake_probability = float(probs[cursor])
-                    cursor += 1
-                    p.timings_ms["classify"] = per_crop_ms
-            p.timings_ms["total"] = sum(v for k, v in p.timings_ms.items() if k != "total")
-            results.append(result)
-        return results
+    def _finish(self, batch: list[Prepared]) -> list[ImageResult]:
+        return finish_results(batch, self.backend, self.spec, batch_size=self.batch_size)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -186,7 +204,7 @@ class Predictor:
         Videos get a VideoResult (`video_frames`/`video_stride` as in `predict_video`)."""
         workers = workers or available_cores()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-prepare") as pool:
-            futures: deque[Future[_Prepared]] = deque()
+            futures: deque[Future[Prepared]] = deque()
             iterator = iter(items)
 
             def submit_next() -> bool:
@@ -200,7 +218,7 @@ class Predictor:
             for _ in range(max(prefetch, workers)):
                 if not submit_next():
                     break
-            pending: list[_Prepared] = []
+            pending: list[Prepared] = []
             pending_faces = 0
             while futures:
                 prepared = futures.popleft().result()
@@ -217,12 +235,20 @@ class Predictor:
                     yield from self._finish(pending)
                     pending, pending_faces = [], 0
 
-    def _prepare_item(self, item: InputItem) -> _Prepared:
-        if item.missing:
-            return _Prepared(item.path, error="FileNotFoundError: no such file, folder or glob match")
+    def _prepare_item(self, item: InputItem) -> Prepared:
+        error = item_error(item)
+        if error is not None:
+            return Prepared(item.path, error=error)
         if item.is_video:
-            return _Prepared(item.path, video=True)
+            return Prepared(item.path, video=True)
         return self._prepare(item.path, item.path, self.worker_detector())
+
+
+def item_error(item: InputItem) -> str | None:
+    """The error record of an input that cannot be read at all (a missing file or glob)."""
+    if item.missing:
+        return "FileNotFoundError: no such file, folder or glob match"
+    return None
 
 
 # --- the snippet users of this field know --------------------------------------------------------

@@ -1,0 +1,69 @@
+"""Joining or starting a Ray runtime, for `dfd scan` and `dfd prepare --ray-address`.
+
+Ray is an optional extra: importing it goes through `import_ray`, which turns its absence into a
+MissingExtraError naming the pip command. A runtime this package started is shut down when the work
+ends; one that was already running in the process (a notebook, a test) or a cluster it joined is left
+as it was (`ray.shutdown` only disconnects from a cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from deepfake_detection.errors import DFDError, MissingExtraError
+from deepfake_detection.runtime import available_cores
+
+INSTALL_HINT = "pip install 'deepfake-detection[distributed]'"
+LOCAL = "local"  # --ray-address local: a fresh runtime on this machine (the default without an address)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] part of the extra)
+    except ImportError as exc:
+        raise MissingExtraError(f"this needs Ray, an optional extra ({exc}); install it with: "
+                                f"{INSTALL_HINT}") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a host:port nobody listens on: Ray itself keeps retrying for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DFDError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
+    """The `ray` module, connected: to `address` (host:port, ray://host:port or "auto"), or to a
+    new local runtime sized to this machine when `address` is None or "local"."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    # Workers log to the driver at WARNING: Ray Data's INFO lines would bury our own progress bar.
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
+    try:
+        if address in (None, LOCAL):
+            ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **common)
+        else:
+            _check_reachable(address)
+            ray.init(address=address, **common)
+    except DFDError:
+        raise
+    except Exception as exc:  # ConnectionError, timeouts, a bad address: one message, no traceback
+        where = "a local Ray runtime" if address in (None, LOCAL) else f"the Ray cluster at {address}"
+        raise DFDError(f"cannot start or join {where}: {exc}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
