@@ -22,8 +22,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.infer.results import VideoResult
     from deepfake_detection.infer.writers import ResultWriter, open_output
     from deepfake_detection.io.sources import expand_inputs
+    from deepfake_detection.live.video_verdict import plot_timeline
 
     items = expand_inputs(args.paths)
     if not items:
@@ -39,12 +41,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     show_progress = not args.no_progress and len(items) >= 10
     with open_output(args.output) as stream:
         writer = ResultWriter(stream, args.format)
-        results = predictor.predict_many(items, workers=args.workers)
+        results = predictor.predict_many(items, workers=args.workers, video_frames=args.frames,
+                                         video_stride=args.stride)
         for result in tqdm(results, total=len(items), disable=not show_progress, unit="img",
                            file=sys.stderr, dynamic_ncols=True):
             writer.write(result)
             processed += result.status != "error"
-            if args.annotate and result.status != "error" and result.path:
+            if isinstance(result, VideoResult):
+                if args.plot and result.status != "error" and result.path:
+                    plot_timeline(result, Path(args.plot) / (Path(result.path).stem + ".timeline.png"))
+            elif args.annotate and result.status != "error" and result.path:
                 _save_annotated(result, result.path, Path(args.annotate))
         writer.close()
     return 0 if processed else 1
@@ -163,6 +169,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepfake_detection.infer.writers import FORMATS
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
@@ -172,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    detect = sub.add_parser("detect", help="score the faces in images, folders and globs")
-    detect.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
+    detect = sub.add_parser("detect", help="score the faces in images, videos, folders and globs")
+    detect.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image or video files, folders (recursive) or globs")
     detect.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
     detect.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
     detect.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
@@ -186,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse images with more pixels (decompression bombs)")
     detect.add_argument("--annotate", metavar="DIR", help="also save images with boxes and labels drawn")
     detect.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    detect.add_argument("--frames", type=_positive_int, default=32,
+                        help="videos: score this many evenly spaced frames")
+    detect.add_argument("--stride", type=_positive_int, help="videos: score every N-th frame instead")
+    detect.add_argument("--plot", metavar="DIR", help="videos: save a per-second score timeline PNG here")
     detect.set_defaults(func=_cmd_detect)
 
     prep = sub.add_parser("prepare", help="datasets -> face crops + a Parquet manifest (resumable)")

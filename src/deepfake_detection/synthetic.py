@@ -73,17 +73,26 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0, *, h264:
 
 
 def moving_face_clip(path: Path, rng: np.random.Generator, n: int = 40, size: tuple[int, int] = (360, 480),
-                     face: int = 0, *, h264: bool = False) -> Path:
-    """A clip where one portrait slides across a fixed background."""
+                     face: int = 0, *, h264: bool = False, count: int = 1, patch: np.ndarray | None = None,
+                     scale: float = 0.6, fps: float = 25.0) -> Path:
+    """A clip where portraits slide across a fixed background: `count` faces, one per horizontal band,
+    alternately left to right and right to left (`patch`: paste this RGB face instead of a portrait)."""
     h, w = size
     background = scene(rng, size, face=None)
-    patch = cv2.resize(portraits()[face % 2], None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
-    ph, pw = patch.shape[:2]
+    band = h // count
+    patches = []
+    for i in range(count):
+        source = patch if patch is not None else portraits()[(face + i) % 2]
+        k = min(scale, 0.9 * band / source.shape[0], 0.45 * w / source.shape[1])
+        patches.append(cv2.resize(source, None, fx=k, fy=k, interpolation=cv2.INTER_AREA))
     frames = []
-    for i in range(n):
+    for t in range(n):
         frame = background.copy()
-        x = int((w - pw) * i / max(n - 1, 1))
-        y = (h - ph) // 2
-        frame[y : y + ph, x : x + pw] = patch
+        for i, piece in enumerate(patches):
+            ph, pw = piece.shape[:2]
+            progress = t / max(n - 1, 1)
+            x = int((w - pw) * (progress if i % 2 == 0 else 1 - progress))
+            y = i * band + (band - ph) // 2
+            frame[y : y + ph, x : x + pw] = piece
         frames.append(frame)
-    return write_clip(path, frames, h264=h264)
+    return write_clip(path, frames, fps, h264=h264)

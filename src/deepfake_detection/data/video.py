@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -11,6 +12,27 @@ from deepfake_detection.errors import CorruptImageError
 
 # Seeking re-decodes from the previous keyframe, so it only pays off for long gaps.
 _SEEK_GAP = 48
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frame_count: int  # as the container declares it (0 when unknown)
+    fps: float | None  # None when the container does not say
+    width: int
+    height: int
+
+
+def video_info(path: str) -> VideoInfo:
+    """Frame count, frame rate and size of a video file, without decoding frames."""
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise CorruptImageError(f"{path}: cannot open video")
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        return VideoInfo(max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0), fps if 0 < fps < 1000 else None,
+                         int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        cap.release()
 
 
 def frame_indices(total: int, *, count: int | None = 32, stride: int | None = None) -> list[int]:

@@ -25,8 +25,8 @@ from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, create_detector, crop_faces
 from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
 from deepfake_detection.infer.bundled import default_model_path, verify_checksum
-from deepfake_detection.infer.results import FaceResult, ImageResult
-from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS, load_image
+from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult
+from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, load_image
 from deepfake_detection.io.sources import InputItem
 from deepfake_detection.runtime import available_cores
 
@@ -44,6 +44,7 @@ class _Prepared:
     image_size: tuple[int, int] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    video: bool = False  # a video file: scored by predict_video, in input order
 
 
 def _ms(start: float) -> float:
@@ -178,9 +179,21 @@ class Predictor:
         return self._finish([self._prepare(image, name, detector)
                              for image, name in zip(images, names, strict=True)])
 
+    def predict_video(self, source: str | os.PathLike[str], *, frames: int | None = 32,
+                      stride: int | None = None, progress: Callable[[int, int], None] | None = None,
+                      path: str | None = None) -> VideoResult:
+        """A video file: `frames` evenly spaced frames (or every `stride`-th), faces tracked across
+        them, a robust video-level probability (see live/video_verdict.py). Never raises for bad
+        input; `progress(done, total)` is called after each sampled frame."""
+        from deepfake_detection.live.video_verdict import predict_video
+
+        return predict_video(self, source, frames=frames, stride=stride, progress=progress, path=path)
+
     def predict_many(self, items: Iterable[InputItem | str], *, workers: int | None = None,
-                     prefetch: int = 8) -> Iterator[ImageResult]:
-        """Results in input order; decoding/detection of later items overlaps classification."""
+                     prefetch: int = 8, video_frames: int | None = 32,
+                     video_stride: int | None = None) -> Iterator[ImageResult]:
+        """Results in input order; decoding/detection of later items overlaps classification.
+        Videos get a VideoResult (`video_frames`/`video_stride` as in `predict_video`)."""
         workers = workers or available_cores()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-prepare") as pool:
             futures: deque[Future[_Prepared]] = deque()
@@ -202,6 +215,11 @@ class Predictor:
             while futures:
                 prepared = futures.popleft().result()
                 submit_next()
+                if prepared.video:  # images before it first, then the video (it uses all cores)
+                    yield from self._finish(pending)
+                    pending, pending_faces = [], 0
+                    yield self.predict_video(str(prepared.path), frames=video_frames, stride=video_stride)
+                    continue
                 pending.append(prepared)
                 pending_faces += max(len(prepared.faces), 1)
                 # Classify when the batch is full or when waiting would leave the classifier idle.
@@ -213,9 +231,7 @@ class Predictor:
         if item.missing:
             return _Prepared(item.path, error="FileNotFoundError: no such file, folder or glob match")
         if item.is_video:
-            kinds = ", ".join(sorted(VIDEO_EXTENSIONS))
-            return _Prepared(item.path, error=f"UnsupportedFormatError: videos ({kinds}) are not "
-                             "handled by image detection yet")
+            return _Prepared(item.path, video=True)
         return self._prepare(item.path, item.path, self._worker_detector())
 
 

@@ -62,3 +62,52 @@ class ImageResult:
             "image_size": None if self.image_size is None else list(self.image_size),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
+
+
+@dataclass
+class TrackResult:
+    """One face followed through a video: its frame scores and their robust aggregate."""
+
+    id: int
+    fake_probability: float  # trimmed mean of `scores` (see live/video_verdict.py)
+    frame_indices: list[int]
+    scores: list[float]
+    first_box: list[float]
+    last_box: list[float]
+    times: list[float] = field(default_factory=list)  # seconds, one per score (empty: fps unknown)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "frames": len(self.scores),
+            "fake_probability": round(self.fake_probability, 6),
+            "first_frame": self.frame_indices[0] if self.frame_indices else None,
+            "last_frame": self.frame_indices[-1] if self.frame_indices else None,
+            "first_box": [round(v, 1) for v in self.first_box],
+            "last_box": [round(v, 1) for v in self.last_box],
+            "frame_scores": [[i, round(s, 4)] for i, s in zip(self.frame_indices, self.scores, strict=True)],
+        }
+
+
+@dataclass
+class VideoResult(ImageResult):
+    """A video verdict: every ImageResult field (`faces` holds one face per track, with the track's
+    score, `fake_probability` the video's), plus the number of frames scored, the tracks and a
+    per-second timeline."""
+
+    frames: int = 0
+    tracks: list[TrackResult] = field(default_factory=list)
+    timeline: list[dict[str, float]] = field(default_factory=list)  # {second, fake_probability, faces}
+    fps: float | None = None
+    duration_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.update({
+            "frames": self.frames,
+            "tracks": [track.to_dict() for track in self.tracks],
+            "timeline": self.timeline,
+            "fps": None if self.fps is None else round(self.fps, 3),
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+        })
+        return data

@@ -166,7 +166,7 @@ class Service:
         predictor, jobs = self.need()
         jobs.start(job_id)
         try:
-            result = predictor.predict_video(  # type: ignore[attr-defined]
+            result = predictor.predict_video(
                 str(clip), frames=self.settings.video_frames, path=name,
                 progress=lambda done, total: jobs.progress(job_id, done, total))
             jobs.finish(job_id, result.to_dict(), error=result.error if result.status == "error" else None)

@@ -1,0 +1,129 @@
+"""Video verdicts: Predictor.predict_video, the robust aggregate, and `dfd detect clip.mp4`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfake_detection.cli import main
+from deepfake_detection.data.blend import self_blend
+from deepfake_detection.faces import create_detector
+from deepfake_detection.infer.predictor import Predictor
+from deepfake_detection.infer.results import TrackResult
+from deepfake_detection.live.video_verdict import timeline, trimmed_mean, video_probability
+from deepfake_detection.synthetic import moving_face_clip, portraits, write_image
+
+IMAGE_FIELDS = {"path", "status", "fake_probability", "label", "threshold", "faces", "error", "model",
+                "image_size", "timings_ms"}
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.load()  # the bundled model and default detector: the verdict test needs a real model
+
+
+def _track(track_id: int, scores: list[float], fps: float = 1.0) -> TrackResult:
+    frames = list(range(len(scores)))
+    return TrackResult(track_id, trimmed_mean(scores), frames, scores, [0, 0, 1, 1], [0, 0, 1, 1],
+                       [i / fps for i in frames])
+
+
+def test_trimmed_mean_ignores_a_few_bad_frames() -> None:
+    steady = [0.2] * 8
+    assert trimmed_mean([*steady, 0.99, 0.98]) == pytest.approx(0.2)  # 2 of 10 trimmed each side
+    assert trimmed_mean([0.1, 0.2, 0.95, 0.2, 0.1]) == pytest.approx((0.1 + 0.2 + 0.2) / 3)
+    assert trimmed_mean([0.7]) == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        trimmed_mean([])
+
+
+def test_video_probability_max_over_long_enough_tracks() -> None:
+    long_real, short_fake = _track(1, [0.1] * 20), _track(2, [0.99, 0.99])
+    assert video_probability([long_real, short_fake], frames=20) == pytest.approx(0.1)
+    long_fake = _track(3, [0.9] * 10)
+    assert video_probability([long_real, short_fake, long_fake], frames=20) == pytest.approx(0.9)
+    assert video_probability([short_fake], frames=20) == pytest.approx(0.99)  # only short ones: use them
+    assert video_probability([], frames=20) is None
+
+
+def test_timeline_per_second() -> None:
+    rows = timeline([_track(1, [0.1, 0.3, 0.5, 0.7], fps=2.0), _track(2, [0.9, 0.9], fps=2.0)])
+    assert rows == [{"second": 0, "fake_probability": pytest.approx(0.9), "faces": 2},
+                    {"second": 1, "fake_probability": pytest.approx(0.6), "faces": 1}]
+
+
+def _blended_portrait() -> np.ndarray:
+    """The astronaut's face with a self-blended pseudo-fake pasted over it (landmarks from RetinaFace)."""
+    face = portraits()[0]
+    found = create_detector("retinaface").detect(face)
+    assert found and found[0].landmarks is not None
+    fake, mask = self_blend(face, found[0].landmarks, np.random.default_rng(3))
+    assert mask.max() > 0.5
+    return fake
+
+
+def test_self_blended_clip_scores_higher_than_its_twin(predictor: Predictor, tmp_path: Path) -> None:
+    real = moving_face_clip(tmp_path / "real.mp4", np.random.default_rng(1), n=30, patch=portraits()[0])
+    fake = moving_face_clip(tmp_path / "fake.mp4", np.random.default_rng(1), n=30, patch=_blended_portrait())
+    calls: list[tuple[int, int]] = []
+    r_real = predictor.predict_video(real, frames=12)
+    r_fake = predictor.predict_video(fake, frames=12, progress=lambda *done_total: calls.append(done_total))
+    assert r_real.status == r_fake.status == "ok"
+    assert r_fake.fake_probability is not None and r_real.fake_probability is not None
+    assert r_fake.fake_probability > r_real.fake_probability + 0.1
+    assert calls == [(i, 12) for i in range(1, 13)]
+    assert r_fake.frames == 12 and len(r_fake.tracks) == 1 and r_fake.tracks[0].id == 1
+    assert len(r_fake.tracks[0].scores) == 12  # one face followed through every sampled frame
+
+
+def test_video_result_contract(predictor: Predictor, tmp_path: Path) -> None:
+    clip = moving_face_clip(tmp_path / "two.mp4", np.random.default_rng(2), n=50, count=2)
+    result = predictor.predict_video(clip, stride=5, path="upload.mp4")
+    data = json.loads(json.dumps(result.to_dict()))
+    assert set(data) >= IMAGE_FIELDS | {"frames", "tracks", "timeline"}
+    assert data["path"] == "upload.mp4" and data["status"] == "ok" and data["frames"] == 10
+    assert data["image_size"] == [480, 360] and data["fps"] == pytest.approx(25.0)
+    assert [t["id"] for t in data["tracks"]] == [1, 2]  # two faces, two stable tracks
+    assert all(t["frames"] == 10 for t in data["tracks"])
+    assert len(data["faces"]) == 2
+    assert data["fake_probability"] == pytest.approx(max(t["fake_probability"] for t in data["tracks"]),
+                                                     abs=1e-6)
+    assert [row["second"] for row in data["timeline"]] == [0, 1]  # 50 frames at 25 fps
+
+
+def test_bad_videos_give_error_results(predictor: Predictor, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    for source in (garbage, empty, tmp_path / "missing.mp4"):
+        result = predictor.predict_video(source)
+        assert result.status == "error" and result.error, source
+    assert predictor.predict_video(garbage, frames=0).status == "error"
+    small = Predictor.load()
+    small.max_pixels = 1000
+    clip = moving_face_clip(tmp_path / "ok.mp4", np.random.default_rng(0), n=5)
+    assert "DecompressionBombError" in (small.predict_video(clip).error or "")
+
+
+def test_detect_cli_mixes_images_and_videos(predictor: Predictor, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    moving_face_clip(folder / "b_clip.mp4", np.random.default_rng(4), n=20)
+    write_image(folder / "a_face.jpg", portraits()[1])
+    (folder / "c_broken.mp4").write_bytes(b"\x00" * 64)
+    out, plots = tmp_path / "out.jsonl", tmp_path / "plots"
+    code = main(["detect", str(folder), "--format", "jsonl", "--output", str(out), "--no-progress",
+                 "--frames", "8", "--plot", str(plots)])
+    assert code == 0
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert list(records) == ["a_face.jpg", "b_clip.mp4", "c_broken.mp4"]
+    assert "frames" not in records["a_face.jpg"]  # images keep their contract unchanged
+    clip = records["b_clip.mp4"]
+    assert clip["status"] == "ok" and clip["frames"] == 8 and clip["tracks"]
+    assert records["c_broken.mp4"]["status"] == "error"
+    png = plots / "b_clip.timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in plots.iterdir()) == ["b_clip.timeline.png"]
