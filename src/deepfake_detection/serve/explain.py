@@ -1,7 +1,8 @@
 """Grad-CAM heatmaps per face, from the PyTorch weights of the served model (optional, on request).
 
-The heatmap shows which parts of the face crop pushed the fake logit up: the gradients of the logit
-with respect to the last convolution's activations, averaged per channel, weight those activations.
+The heatmap shows which parts of the face crop drove the verdict: the gradients of the logit (of
+minus the logit for faces judged real) with respect to the last convolution's activations, averaged
+per channel, weight those activations; negative evidence is cut off (ReLU).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class GradCam:
         model, spec = load_model_file(path)
         return cls(model, spec)
 
-    def heatmaps(self, crops: list[np.ndarray]) -> np.ndarray:
-        """(N, S, S) float32 maps in 0..1 for model-sized RGB crops."""
+    def heatmaps(self, crops: list[np.ndarray], fake: list[bool]) -> np.ndarray:
+        """(N, S, S) float32 maps in 0..1 for model-sized RGB crops: evidence for "fake" where
+        `fake[i]`, else for "real" (the explained class is the verdict)."""
         import torch
         import torch.nn.functional as F
 
@@ -69,7 +71,8 @@ class GradCam:
             handle = self.layer.register_forward_hook(keep)
             try:
                 logits = self.model(x).reshape(-1)
-                logits.sum().backward()  # eval mode: every sample's logit depends on itself only
+                sign = torch.tensor([1.0 if f else -1.0 for f in fake])
+                (logits * sign).sum().backward()  # eval mode: each logit depends on its own crop only
             finally:
                 handle.remove()
             a = captured["a"].detach()
@@ -97,6 +100,9 @@ def explain(cam: GradCam, image: np.ndarray, result: ImageResult) -> list[dict[s
     faces = [Face(np.asarray(f.box, np.float32), f.detector_score,
                   None if f.landmarks is None else np.asarray(f.landmarks, np.float32)) for f in result.faces]
     crops = crop_faces(image, faces, cam.spec.input_size, cam.spec.crop)
-    maps = cam.heatmaps(crops)
-    return [{"face": i, "box": [round(float(v), 1) for v in crop_square_box(face, cam.spec.crop)],
-             "heatmap": heatmap_png(heat)} for i, (face, heat) in enumerate(zip(faces, maps, strict=True))]
+    fake = [f.fake_probability >= result.threshold for f in result.faces]
+    maps = cam.heatmaps(crops, fake)
+    return [{"face": i, "target": "fake" if is_fake else "real",
+             "box": [round(float(v), 1) for v in crop_square_box(face, cam.spec.crop)],
+             "heatmap": heatmap_png(heat)}
+            for i, (face, heat, is_fake) in enumerate(zip(faces, maps, fake, strict=True))]
