@@ -135,7 +135,9 @@ class Service:
         start = time.perf_counter()
         limits = self.settings
         image = load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
-        result = predictor.predict(image, path=name, worker=True)
+        # Alone, a request gets the all-cores detector (lowest latency: the live stream); with others
+        # running, each worker thread uses its own one-thread detector (best throughput under load).
+        result = predictor.predict(image, path=name, worker=self.pool.running > 1)
         out = result.to_dict()
         if with_explanation and self.cam is not None and result.faces:
             out["explanations"] = explain(self.cam, image, result)
