@@ -477,3 +477,12 @@ def test_grad_cam_points_at_the_evidence() -> None:
     assert fake_map.max() == pytest.approx(1.0)
     assert fake_map[:6, :6].min() > 0.9 and fake_map[16:, 16:].max() < 0.1
     assert real_map[16:, 16:].min() > 0.9 and real_map[:6, :6].max() < 0.1
+
+
+def test_a_wrong_model_stops_start_up_with_a_clear_reason(tmp_path: Path) -> None:
+    from deepfake_detection.errors import ModelError
+
+    app = create_app(ServeSettings(jobs_dir=tmp_path, model=tmp_path / "missing.onnx"))
+    with pytest.raises(ModelError), TestClient(app):
+        pass
+    assert app.state.service.startup_error == f"ModelError: model file not found: {tmp_path / 'missing.onnx'}"

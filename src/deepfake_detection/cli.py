@@ -165,8 +165,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"dfd serve: invalid setting: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("deepfake_detection").setLevel(logging.INFO)
-    run(settings)
-    return 0
+    return run(settings)
 
 
 def _positive_int(text: str) -> int:

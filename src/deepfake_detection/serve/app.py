@@ -75,6 +75,7 @@ class Service:
         self.video_pool = WorkerPool(1, settings.video_queue, name="dfd-video")
         self.jobs: JobStore | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.startup_error: str | None = None  # a user error (bad model path, ...) that stopped start-up
         self.metrics.bind(lambda: self.pool.queue_depth, lambda: self.pool.running,
                           lambda: self.jobs.counts() if self.jobs else {})
 
@@ -198,7 +199,12 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(service.start)
+        try:
+            await asyncio.to_thread(service.start)
+        except DFDError as exc:
+            service.startup_error = f"{type(exc).__name__}: {exc}"
+            log.error("dfd serve cannot start: %s", service.startup_error)
+            raise
         sweeper = asyncio.create_task(_expire_jobs(service))
         try:
             yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -31,10 +32,31 @@ def uvicorn_config(settings: ServeSettings, **overrides: Any) -> Any:
     return uvicorn.Config(create_app(settings), **options)
 
 
-def run(settings: ServeSettings) -> None:
+class _NoTraceForUserErrors(logging.Filter):
+    """Start-up failures caused by the user (a wrong --model) were logged in one line already:
+    uvicorn's copy of the traceback is dropped."""
+
+    def __init__(self, service: Any) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.service.startup_error and str(record.msg).startswith("Traceback"))
+
+
+def run(settings: ServeSettings) -> int:
+    """Serve until interrupted; 1 when start-up failed (the reason is logged)."""
     import uvicorn
 
-    uvicorn.Server(uvicorn_config(settings)).run()
+    config = uvicorn_config(settings)
+    server = uvicorn.Server(config)
+    hide = _NoTraceForUserErrors(config.app.state.service)
+    logging.getLogger("uvicorn.error").addFilter(hide)
+    try:
+        server.run()
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(hide)
+    return 0 if server.started else 1
 
 
 @contextmanager
