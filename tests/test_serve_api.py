@@ -227,8 +227,10 @@ def test_full_pool_is_503_with_retry_after(make_client: Any, face_jpeg: bytes) -
 
 
 def test_api_key_when_configured(make_client: Any, face_jpeg: bytes) -> None:
-    client = make_client(api_key="s3cret")
+    client = make_client(api_key="s3cret", max_upload_mb=0.05)
     assert client.post("/v1/detect", files=upload(face_jpeg)).status_code == 401
+    big = upload(b"\xff" * 100_000)  # refused for the key before the body is looked at
+    assert client.post("/v1/detect", files=big).status_code == 401
     for key, code in (("wrong", 401), ("s3cret", 200)):
         response = client.post("/v1/detect", files=upload(face_jpeg), headers={"X-API-Key": key})
         assert response.status_code == code
@@ -237,7 +239,11 @@ def test_api_key_when_configured(make_client: Any, face_jpeg: bytes) -> None:
     with pytest.raises(Exception) as refused, client.websocket_connect("/v1/stream") as ws:
         ws.receive_json()
     assert getattr(refused.value, "code", None) == 1008
-    with client.websocket_connect("/v1/stream?api_key=s3cret") as ws:
+    with client.websocket_connect("/v1/stream", subprotocols=["dfd", "dfd-key.s3cret"]) as ws:
+        assert ws.accepted_subprotocol == "dfd"
+        ws.send_bytes(face_jpeg)
+        assert ws.receive_json()["result"]["status"] == "ok"
+    with client.websocket_connect("/v1/stream", headers={"X-API-Key": "s3cret"}) as ws:
         ws.send_bytes(face_jpeg)
         assert ws.receive_json()["result"]["status"] == "ok"
 
@@ -465,11 +471,12 @@ def test_grad_cam_points_at_the_evidence() -> None:
     from deepfake_detection.models.spec import ModelSpec
     from deepfake_detection.serve.explain import GradCam
 
-    conv = nn.Conv2d(3, 1, 1)
+    conv, linear = nn.Conv2d(3, 1, 1), nn.Linear(1, 1)
     with torch.no_grad():
-        conv.weight.fill_(1.0)
-        conv.bias.zero_()
-    model = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 1))
+        for layer in (conv, linear):
+            layer.weight.fill_(1.0)
+            layer.bias.zero_()
+    model = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
     cam = GradCam(model, ModelSpec(arch="custom_cnn", input_size=32))
     crop = np.zeros((32, 32, 3), np.uint8)
     crop[:8, :8] = 255

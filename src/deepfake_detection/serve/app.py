@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
@@ -38,9 +39,11 @@ from deepfake_detection.serve.limits import (
     IMAGE_TYPES,
     VIDEO_TYPES,
     BodyLimitMiddleware,
+    GuardMiddleware,
     RateLimiter,
     check_api_key,
     check_media_type,
+    client_host,
 )
 from deepfake_detection.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from deepfake_detection.serve.settings import ServeSettings
@@ -49,6 +52,7 @@ from deepfake_detection.serve.workers import PoolFull, WorkerPool
 log = logging.getLogger(__name__)
 STATIC = files("deepfake_detection.serve") / "static"
 RECENT = 50  # detections kept for the dashboard
+STREAM_PROTOCOL, STREAM_KEY_PREFIX = "dfd", "dfd-key."
 
 
 def _busy() -> HTTPException:
@@ -167,13 +171,14 @@ class Service:
 
     def run_video(self, job_id: str, clip: Path, name: str) -> None:
         predictor, jobs = self.need()
+        start = time.perf_counter()
         jobs.start(job_id)
         try:
             result = predictor.predict_video(
                 str(clip), frames=self.settings.video_frames, path=name,
                 progress=lambda done, total: jobs.progress(job_id, done, total))
             jobs.finish(job_id, result.to_dict(), error=result.error if result.status == "error" else None)
-            self._record(result, "video", time.perf_counter())
+            self._record(result, "video", start)
         except DFDError as exc:
             jobs.fail(job_id, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug must fail the job, not leave it running for ever
@@ -186,10 +191,6 @@ class Service:
 def _check_clip(path: Path) -> None:
     """Raises ImageError unless OpenCV can decode a first frame (refuse bad uploads at once)."""
     next(iter(sample_frames(str(path), count=1)))
-
-
-def _client(request: Request | WebSocket) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | None = None) -> FastAPI:
@@ -217,11 +218,9 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
                               "the JSONL of `dfd detect`.")
     app.state.service = service
 
-    async def guard(request: Request) -> None:
-        check_api_key(settings.api_key, request.headers.get(API_KEY_HEADER))
-        service.limiter.check(_client(request))
-
-    protected = [Depends(guard)]
+    # The API key and the rate limit are checked by GuardMiddleware, before any upload is read; this
+    # only documents the header in the OpenAPI schema.
+    protected = [Depends(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))]
 
     @app.post("/v1/detect", dependencies=protected, tags=["detect"])
     async def detect(
@@ -342,6 +341,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
 
     # Outermost last: metrics see every response, the body limit runs before any parsing.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(GuardMiddleware, api_key=settings.api_key, limiter=service.limiter)
     if settings.cors:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"],
                            allow_headers=[API_KEY_HEADER, "Content-Type"])
@@ -361,15 +361,21 @@ async def _stream(ws: WebSocket, service: Service) -> None:
     """Live frames: binary JPEG messages in, one JSON message per processed frame out.
 
     Only the newest unprocessed frame is kept: a frame that arrives while another waits replaces it
-    (counted as dropped), so a fast sender never builds a queue."""
+    (counted as dropped), so a fast sender never builds a queue.
+
+    The API key comes in the X-API-Key header or, from browsers (which cannot set WebSocket headers),
+    as a subprotocol "dfd-key.<KEY>" offered beside "dfd": never in the URL, which access logs keep."""
     settings = service.settings
+    offered = list(ws.scope.get("subprotocols") or [])
+    key = ws.headers.get(API_KEY_HEADER) or next(
+        (p.removeprefix(STREAM_KEY_PREFIX) for p in offered if p.startswith(STREAM_KEY_PREFIX)), None)
     try:
-        check_api_key(settings.api_key, ws.headers.get(API_KEY_HEADER) or ws.query_params.get("api_key"))
-        service.limiter.check(_client(ws))
+        check_api_key(settings.api_key, key)
+        service.limiter.check(client_host(ws.scope))
     except HTTPException as exc:
         await ws.close(code=1008, reason=str(exc.detail)[:120])
         return
-    await ws.accept()
+    await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
     pending: tuple[int, bytes] | None = None
     arrived = asyncio.Event()
     closed = False

@@ -46,7 +46,7 @@ class BodyLimitMiddleware:
             return
         length = Headers(scope=scope).get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _plain_error(send, 413, BodyTooLarge(self.limit).detail)
+            await send_error(send, BodyTooLarge(self.limit))
             return
         received = 0
 
@@ -62,14 +62,42 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-async def _plain_error(send: Send, status: int, detail: str) -> None:
+async def send_error(send: Send, exc: HTTPException) -> None:
+    """Answer with the error as JSON from a middleware, before the app has seen the request."""
     import json
 
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    body = json.dumps({"detail": exc.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """API key (401) and rate limit (429) for HTTP requests under `prefix`, checked before any body is
+    read: a refused client cannot make the service receive an upload."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, limiter: RateLimiter, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.api_key = api_key
+        self.limiter = limiter
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            try:
+                check_api_key(self.api_key, Headers(scope=scope).get(API_KEY_HEADER))
+                self.limiter.check(client_host(scope))
+            except HTTPException as exc:
+                await send_error(send, exc)
+                return
+        await self.app(scope, receive, send)
+
+
+def client_host(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def check_api_key(configured: str | None, given: str | None) -> None:

@@ -192,7 +192,8 @@ async function startWebcam() {
   camButton.textContent = "Stop webcam";
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const key = keyInput.value.trim();
-  socket = new WebSocket(`${scheme}://${location.host}/v1/stream${key ? "?api_key=" + encodeURIComponent(key) : ""}`);
+  // Browsers cannot set headers on a WebSocket: the key travels as a subprotocol, not in the URL.
+  socket = new WebSocket(`${scheme}://${location.host}/v1/stream`, key ? ["dfd", "dfd-key." + key] : ["dfd"]);
   socket.binaryType = "arraybuffer";
   const canvas = document.createElement("canvas");
   let inFlight = 0, answered = 0, dropped = 0, since = performance.now();
