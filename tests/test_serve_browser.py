@@ -131,3 +131,22 @@ def test_dashboard_charts_the_service_metrics(server: str, browser: object, medi
     assert page.locator("#recent tbody tr").count() >= 1
     assert page.locator("canvas#chart-latency").count() == 1
     page.close()
+
+
+def test_page_with_an_api_key(browser: object, media: dict[str, Path], tmp_path: Path) -> None:
+    settings = ServeSettings(port=0, jobs_dir=tmp_path, explain=False, api_key="s3cret")
+    with running_server(settings) as url:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(url + "/")
+        page.set_input_files("#files", str(media["image"]))
+        refused = page.locator(".card .verdict.error")
+        refused.wait_for(timeout=TIMEOUT_MS)
+        assert refused.inner_text().startswith("401")
+        page.fill("#api-key", "s3cret")
+        page.dispatch_event("#api-key", "change")
+        page.set_input_files("#files", str(media["image"]))
+        page.locator(".card .verdict.real, .card .verdict.fake").wait_for(timeout=TIMEOUT_MS)
+        page.click("#webcam")  # the stream takes the key as a subprotocol
+        page.locator("#live .box").first.wait_for(timeout=TIMEOUT_MS)
+        page.click("#webcam")
+        page.close()
