@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.middleware.cors import CORSMiddleware
@@ -59,10 +60,14 @@ def _busy() -> HTTPException:
     return HTTPException(503, "the service is at capacity; retry shortly", headers={"Retry-After": "1"})
 
 
+def _named(message: str, name: str) -> str:
+    """load_image names in-memory sources "<bytes>" or "<stream>": put the upload's name instead."""
+    return re.sub(r"<(bytes|stream)>", lambda _: name, message, count=1)
+
+
 def _image_error(exc: ImageError, name: str) -> HTTPException:
     """415 for data that is no supported image, 422 for a damaged or oversized one."""
-    message = str(exc).replace("<bytes>", name, 1)
-    return HTTPException(415 if isinstance(exc, UnsupportedFormatError) else 422, message)
+    return HTTPException(415 if isinstance(exc, UnsupportedFormatError) else 422, _named(str(exc), name))
 
 
 class Service:
@@ -133,9 +138,11 @@ class Service:
             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
         })
 
-    def detect_image(self, data: bytes, name: str, *, source: str = "upload",
+    def detect_image(self, data: bytes | BinaryIO, name: str, *, source: str = "upload",
                      with_explanation: bool = False) -> dict[str, Any]:
-        """Decode (raises ImageError), detect, score; the `dfd detect` result dict."""
+        """Decode (raises ImageError), detect, score; the `dfd detect` result dict. Uploads come as
+        their spooled files and are read here, on the worker: only admitted requests hold image
+        bytes in memory."""
         predictor, _ = self.need()
         start = time.perf_counter()
         limits = self.settings
@@ -149,7 +156,7 @@ class Service:
         self._record(result, source, start)
         return out
 
-    def detect_batch(self, items: list[tuple[str, bytes | None, str | None]]) -> list[dict[str, Any]]:
+    def detect_batch(self, items: list[tuple[str, BinaryIO | None, str | None]]) -> list[dict[str, Any]]:
         """(name, data, refusal) per upload; refused or undecodable items get error results."""
         predictor, _ = self.need()
         start = time.perf_counter()
@@ -164,7 +171,7 @@ class Service:
                 continue
             result = next(scored)
             if result.error:
-                result.error = result.error.replace("<bytes>", name, 1)
+                result.error = _named(result.error, name)
             self._record(result, "batch", start)
             out.append(result.to_dict())
         return out
@@ -232,10 +239,9 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if explain_faces and service.cam is None:
             raise HTTPException(422, service.cam_reason)
         name = file.filename or "upload"
-        data = await file.read()
         try:
             return await service.pool.run(
-                lambda: service.detect_image(data, name, with_explanation=explain_faces))
+                lambda: service.detect_image(file.file, name, with_explanation=explain_faces))
         except PoolFull:
             raise _busy() from None
         except ImageError as exc:
@@ -247,7 +253,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         """Several images -> {"results": [...]} in upload order; a bad image gets an error result."""
         if len(files) > settings.max_batch:
             raise HTTPException(413, f"{len(files)} images in one batch; at most {settings.max_batch}")
-        items: list[tuple[str, bytes | None, str | None]] = []
+        items: list[tuple[str, BinaryIO | None, str | None]] = []
         for i, upload in enumerate(files):
             name = upload.filename or f"upload-{i}"
             try:
@@ -255,7 +261,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
             except HTTPException as exc:
                 items.append((name, None, f"UnsupportedFormatError: {exc.detail}"))
                 continue
-            items.append((name, await upload.read(), None))
+            items.append((name, upload.file, None))
         try:
             return {"results": await service.pool.run(service.detect_batch, items)}
         except PoolFull:
@@ -271,6 +277,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if suffix not in VIDEO_EXTENSIONS:
             check_media_type(file.content_type, VIDEO_TYPES - {"application/octet-stream"}, "a clip")
             suffix = ".mp4"
+        if service.video_pool.full:  # before copying the clip; submit() below re-checks atomically
+            raise _busy()
         job_id = jobs.create(name)
         clip = jobs.upload_path(job_id, suffix)
         try:
@@ -421,7 +429,7 @@ async def _stream(ws: WebSocket, service: Service) -> None:
                 except PoolFull:
                     reply["error"] = "busy"
                 except ImageError as exc:
-                    reply["error"] = str(exc).replace("<bytes>", "frame", 1)
+                    reply["error"] = _named(str(exc), f"frame {index}")
             await ws.send_json(reply)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away mid-send

@@ -35,6 +35,11 @@ class WorkerPool:
             return self._admitted - self._running
 
     @property
+    def full(self) -> bool:
+        with self._lock:
+            return self._admitted >= self.capacity
+
+    @property
     def running(self) -> int:
         with self._lock:
             return self._running
