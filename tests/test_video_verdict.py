@@ -10,6 +10,7 @@ import pytest
 
 from deepfake_detection.cli import main
 from deepfake_detection.data.blend import self_blend
+from deepfake_detection.data.video import video_info
 from deepfake_detection.faces import create_detector
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import TrackResult
@@ -92,6 +93,23 @@ def test_video_result_contract(predictor: Predictor, tmp_path: Path) -> None:
     assert data["fake_probability"] == pytest.approx(max(t["fake_probability"] for t in data["tracks"]),
                                                      abs=1e-6)
     assert [row["second"] for row in data["timeline"]] == [0, 1]  # 50 frames at 25 fps
+
+
+def test_video_without_declared_length(predictor: Predictor, tmp_path: Path) -> None:
+    """WebM streamed to disk (as browsers record it) declares no length: frames are counted instead."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(6), n=30)
+    streamed = tmp_path / "recorded.webm"
+    with streamed.open("wb") as out:
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(clip),
+                        "-c:v", "libvpx", "-f", "webm", "pipe:1"], check=True, stdout=out)
+    info = video_info(str(streamed))
+    assert info.frame_count == 30 and not info.seekable
+    result = predictor.predict_video(streamed, frames=10)
+    assert result.status == "ok" and result.frames == 10 and result.tracks[0].frame_indices[-1] == 29
 
 
 def test_bad_videos_give_error_results(predictor: Predictor, tmp_path: Path) -> None:

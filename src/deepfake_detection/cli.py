@@ -69,6 +69,27 @@ def _save_annotated(result: ImageResult, path: str, folder: Path) -> None:
     cv2.imwrite(str(folder / (Path(path).stem + ".jpg")), out)
 
 
+def _cmd_live(args: argparse.Namespace) -> int:
+    from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.live.pipeline import LiveConfig
+    from deepfake_detection.live.run import run_live
+
+    config = LiveConfig(min_detect_every=args.detect_every, max_detect_every=max(15, args.detect_every),
+                        rescore_every=args.rescore_every, max_faces=args.max_faces)
+    predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
+                               batch_size=args.max_faces)
+    if args.threshold is not None:
+        from dataclasses import replace
+        predictor.spec = replace(predictor.spec, threshold=args.threshold)
+    summary = run_live(predictor, args.source, config=config, realtime=args.realtime,
+                       display=False if args.no_display else None, save=args.save, jsonl=args.jsonl,
+                       max_frames=args.max_frames)
+    print(f"dfd live: {summary.describe()}", file=sys.stderr)
+    if summary.error:
+        print(f"dfd live: error: {summary.error}", file=sys.stderr)
+    return 0 if summary.frames and not summary.error else 1
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from deepfake_detection.models.registry import list_models
 
@@ -204,6 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--stride", type=_positive_int, help="videos: score every N-th frame instead")
     detect.add_argument("--plot", metavar="DIR", help="videos: save a per-second score timeline PNG here")
     detect.set_defaults(func=_cmd_detect)
+
+    live = sub.add_parser("live", help="boxes and labels on a webcam, video file or network stream, live")
+    live.add_argument("--source", default="0", help="webcam index (0), video file, or rtsp:// / http:// URL")
+    live.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
+    live.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    live.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
+    live.add_argument("--threshold", type=float, help="override the model's calibrated threshold")
+    live.add_argument("--realtime", action="store_true",
+                      help="files: keep pace with the clock, dropping frames when slower "
+                           "(default: every frame)")
+    live.add_argument("--no-display", action="store_true",
+                      help="no window (headless); automatic when there is no DISPLAY")
+    live.add_argument("--save", metavar="OUT.mp4", help="write the annotated video here")
+    live.add_argument("--jsonl", metavar="FILE", help="write one JSON line of results per frame here")
+    live.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
+    live.add_argument("--detect-every", type=_positive_int, default=2,
+                      help="detect faces at most every N frames (raised automatically under load; "
+                           "faces are tracked in between)")
+    live.add_argument("--rescore-every", type=_positive_int, default=3,
+                      help="classify each tracked face again every N frames (sooner when it moves)")
+    live.add_argument("--max-faces", type=_positive_int, default=8, help="faces per frame, biggest first")
+    live.set_defaults(func=_cmd_live)
 
     prep = sub.add_parser("prepare", help="datasets -> face crops + a Parquet manifest (resumable)")
     prep.add_argument("sources", nargs="+", metavar="SOURCE", help="dataset roots or CSV listings")

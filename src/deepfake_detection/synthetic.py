@@ -6,6 +6,8 @@ development dependency, and matplotlib's Grace Hopper); nothing from ../shared/d
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -49,11 +51,15 @@ def write_image(path: Path, image: np.ndarray, quality: int = 90) -> Path:
     return path
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0, *, h264: bool = False) -> Path:
-    """An MP4 clip from RGB frames: MPEG-4 part 2 with OpenCV, or H.264 (libx264 from imageio-ffmpeg,
-    a development dependency: OpenCV's wheels carry no H.264 encoder)."""
+def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0, *, h264: bool = False) -> Path:
+    """An MP4 clip from RGB frames (a list or a generator: long 720p clips need not fit in memory):
+    MPEG-4 part 2 with OpenCV, or H.264 (libx264 from imageio-ffmpeg, a development dependency:
+    OpenCV's wheels carry no H.264 encoder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
+    frames = iter(frames)
+    first = next(frames)
+    frames = itertools.chain([first], frames)
+    h, w = first.shape[:2]
     if h264:
         import imageio_ffmpeg
 
@@ -85,14 +91,16 @@ def moving_face_clip(path: Path, rng: np.random.Generator, n: int = 40, size: tu
         source = patch if patch is not None else portraits()[(face + i) % 2]
         k = min(scale, 0.9 * band / source.shape[0], 0.45 * w / source.shape[1])
         patches.append(cv2.resize(source, None, fx=k, fy=k, interpolation=cv2.INTER_AREA))
-    frames = []
-    for t in range(n):
-        frame = background.copy()
-        for i, piece in enumerate(patches):
-            ph, pw = piece.shape[:2]
-            progress = t / max(n - 1, 1)
-            x = int((w - pw) * (progress if i % 2 == 0 else 1 - progress))
-            y = i * band + (band - ph) // 2
-            frame[y : y + ph, x : x + pw] = piece
-        frames.append(frame)
-    return write_clip(path, frames, fps, h264=h264)
+
+    def frames() -> Iterator[np.ndarray]:
+        for t in range(n):
+            frame = background.copy()
+            for i, piece in enumerate(patches):
+                ph, pw = piece.shape[:2]
+                progress = t / max(n - 1, 1)
+                x = int((w - pw) * (progress if i % 2 == 0 else 1 - progress))
+                y = i * band + (band - ph) // 2
+                frame[y : y + ph, x : x + pw] = piece
+            yield frame
+
+    return write_clip(path, frames(), fps, h264=h264)

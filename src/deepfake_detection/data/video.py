@@ -14,23 +14,39 @@ from deepfake_detection.errors import CorruptImageError
 _SEEK_GAP = 48
 
 
+_MAX_DECLARED = 10**8  # a larger declared frame count is garbage (an unset duration)
+
+
 @dataclass(frozen=True)
 class VideoInfo:
-    frame_count: int  # as the container declares it (0 when unknown)
+    frame_count: int  # declared by the container, or counted by decoding when it does not say
     fps: float | None  # None when the container does not say
     width: int
     height: int
+    seekable: bool = True  # False: the length was not declared, so seeking by frame is not trusted
+
+
+def _open(path: str) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise CorruptImageError(f"{path}: cannot open video")
+    return cap
 
 
 def video_info(path: str) -> VideoInfo:
-    """Frame count, frame rate and size of a video file, without decoding frames."""
-    cap = cv2.VideoCapture(path)
+    """Frame count, frame rate and size of a video file. Files that do not declare their length
+    (WebM recorded by browsers or streamed to disk) are counted by decoding them once."""
+    cap = _open(path)
     try:
-        if not cap.isOpened():
-            raise CorruptImageError(f"{path}: cannot open video")
         fps = float(cap.get(cv2.CAP_PROP_FPS))
-        return VideoInfo(max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0), fps if 0 < fps < 1000 else None,
-                         int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        known = 0 < declared < _MAX_DECLARED
+        count = int(declared) if known else 0
+        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        while not known and cap.grab():  # grab(): no colour conversion
+            count += 1
+        return VideoInfo(count, fps if 0 < fps < 1000 else None, *size, seekable=known)
     finally:
         cap.release()
 
@@ -45,20 +61,19 @@ def frame_indices(total: int, *, count: int | None = 32, stride: int | None = No
     return sorted(set(np.linspace(0, total - 1, count).round().astype(int).tolist()))
 
 
-def sample_frames(path: str, *, count: int | None = 32, stride: int | None = None
-                  ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (frame index, RGB frame) for the sampled frames of a video file."""
-    cap = cv2.VideoCapture(path)
+def sample_frames(path: str, *, count: int | None = 32, stride: int | None = None,
+                  info: VideoInfo | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (frame index, RGB frame) for the sampled frames of a video file (`info`: video_info(path),
+    when the caller has it already)."""
+    info = info or video_info(path)
+    wanted = frame_indices(info.frame_count, count=count, stride=stride)
+    if not wanted:
+        raise CorruptImageError(f"{path}: video has no frames")
+    cap = _open(path)
     try:
-        if not cap.isOpened():
-            raise CorruptImageError(f"{path}: cannot open video")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        wanted = frame_indices(total, count=count, stride=stride)
-        if not wanted:
-            raise CorruptImageError(f"{path}: video has no frames")
         position, produced = 0, 0
         for index in wanted:
-            if index - position > _SEEK_GAP:
+            if info.seekable and index - position > _SEEK_GAP:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, index)
                 position = index
             while position < index:  # grab() skips colour conversion of unwanted frames

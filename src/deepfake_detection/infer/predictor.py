@@ -90,7 +90,8 @@ class Predictor:
 
     # --- stages -------------------------------------------------------------------------------
 
-    def _worker_detector(self) -> FaceDetector:
+    def worker_detector(self) -> FaceDetector:
+        """This thread's own one-thread detector (made on first use; the shared one without a factory)."""
         if self._detector_factory is None:
             return self.detector
         detector = getattr(self._local, "detector", None)
@@ -232,7 +233,7 @@ class Predictor:
             return _Prepared(item.path, error="FileNotFoundError: no such file, folder or glob match")
         if item.is_video:
             return _Prepared(item.path, video=True)
-        return self._prepare(item.path, item.path, self._worker_detector())
+        return self._prepare(item.path, item.path, self.worker_detector())
 
 
 # --- the snippet users of this field know --------------------------------------------------------

@@ -7,6 +7,7 @@ detections a track only moves by its last measured velocity; the next detection 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,8 +52,18 @@ class Track:
         return self.face.box
 
 
+def _centre_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance between box centres in units of a's longer side, or inf when the sizes differ by > 1.5x."""
+    side_a, side_b = max(a[2] - a[0], a[3] - a[1], 1e-3), max(b[2] - b[0], b[3] - b[1], 1e-3)
+    if not 1 / 1.5 <= side_b / side_a <= 1.5:
+        return float("inf")
+    return float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2) / side_a)
+
+
 class IoUTracker:
-    """Greedy IoU association of detections to tracks.
+    """Greedy IoU association of detections to tracks; what IoU leaves unmatched is then paired by
+    centre distance (at most `max_shift` face sizes, similar size): a face that moved further than
+    its own width between two detections, before its velocity is known, keeps its id.
 
     `update(faces, frame)` may be called with a detection older than the tracks' current frame
     (the detector runs on a worker thread): tracks are moved back to that frame, matched, and moved
@@ -60,8 +71,9 @@ class IoUTracker:
     """
 
     def __init__(self, *, iou_threshold: float = 0.3, max_misses: int = 2, velocity_weight: float = 0.5,
-                 max_tracks: int = 32) -> None:
+                 max_tracks: int = 32, max_shift: float = 1.0) -> None:
         self.iou_threshold = iou_threshold
+        self.max_shift = max_shift
         self.max_misses = max_misses
         self.velocity_weight = velocity_weight  # weight of the newest measurement (damps detector jitter)
         self.max_tracks = max_tracks
@@ -80,18 +92,21 @@ class IoUTracker:
     def update(self, faces: list[Face], frame: int) -> list[Track]:
         """Associate the detections of `frame`; returns the live tracks (positioned at `frame`)."""
         self.advance(frame)
-        pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(self.tracks)
-                        for fi, f in enumerate(faces)), reverse=True)
         used_tracks: set[int] = set()
         used_faces: set[int] = set()
-        for overlap, ti, fi in pairs:
-            if overlap < self.iou_threshold:
-                break
-            if ti in used_tracks or fi in used_faces:
-                continue
-            used_tracks.add(ti)
-            used_faces.add(fi)
-            self._match(self.tracks[ti], faces[fi], frame)
+
+        def assign(pairs: list[tuple[float, int, int]], ok: Callable[[float], bool]) -> None:
+            for value, ti, fi in pairs:
+                if ok(value) and ti not in used_tracks and fi not in used_faces:
+                    used_tracks.add(ti)
+                    used_faces.add(fi)
+                    self._match(self.tracks[ti], faces[fi], frame)
+
+        assign(sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(self.tracks)
+                       for fi, f in enumerate(faces)), reverse=True), lambda v: v >= self.iou_threshold)
+        assign(sorted((_centre_shift(t.box, f.box), ti, fi) for ti, t in enumerate(self.tracks)
+                      for fi, f in enumerate(faces) if ti not in used_tracks and fi not in used_faces),
+               lambda v: v <= self.max_shift)
         kept = []
         for ti, track in enumerate(self.tracks):
             if ti not in used_tracks:

@@ -135,7 +135,7 @@ def _score(predictor: Predictor, source: str, result: VideoResult, *, frames: in
 
     done = 0
     start = time.perf_counter()
-    for index, rgb in sample_frames(source, count=frames, stride=stride):
+    for index, rgb in sample_frames(source, count=frames, stride=stride, info=info):
         timings["decode"] = timings.get("decode", 0.0) + _ms(start)
         start = time.perf_counter()
         faces = predictor.detector.detect(rgb)
@@ -197,9 +197,11 @@ def plot_timeline(result: VideoResult, path: str | os.PathLike[str]) -> Path:
         x = track.times or [float(i) for i in track.frame_indices]
         ax.plot(x, track.scores, ".-", alpha=0.45, lw=1, label=f"track {track.id} frames")
     if result.timeline:
-        seconds = [row["second"] + 0.5 for row in result.timeline]
-        ax.step(seconds, [row["fake_probability"] for row in result.timeline], where="mid", color="black",
-                lw=2, label="per second (max over faces)")
+        # One flat segment per second [s, s + 1): the value is an aggregate over that whole second.
+        edges = [row["second"] for row in result.timeline] + [result.timeline[-1]["second"] + 1]
+        values = [row["fake_probability"] for row in result.timeline]
+        ax.step(edges, [*values, values[-1]], where="post", color="black", lw=2,
+                label="per second (max over faces)")
     ax.axhline(result.threshold, color="red", ls="--", lw=1, label="threshold")
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s)" if result.fps else "frame")
