@@ -175,7 +175,7 @@ class Predictor:
     def predict_batch(self, images: Sequence[Any], *, paths: Sequence[str | None] | None = None,
                       worker: bool = False) -> list[ImageResult]:
         """Several in-memory images, their faces classified together; a bad one gives an error result."""
-        detector = self._worker_detector() if worker else None
+        detector = self.worker_detector() if worker else None
         names = list(paths) if paths is not None else [None] * len(images)
         return self._finish([self._prepare(image, name, detector)
                              for image, name in zip(images, names, strict=True)])
