@@ -53,7 +53,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = ServeSettings(port=0, jobs_dir=tmp_path_factory.mktemp("jobs"), explain=False, video_frames=8)
+    settings = ServeSettings(port=0, jobs_dir=tmp_path_factory.mktemp("jobs"), explain=True, video_frames=8)
     with running_server(settings) as url:
         yield url
 
@@ -83,6 +83,12 @@ def test_upload_shows_boxes_and_the_verdict(server: str, browser: object, media:
     assert box_area["width"] > 20 and box_area["height"] > 20
     assert image_area["x"] <= box_area["x"]
     assert box_area["x"] + box_area["width"] <= image_area["x"] + image_area["width"] + 1
+    assert page.locator(".heat").count() == 0
+    page.check("#explain")  # Grad-CAM: a heatmap over the face
+    page.set_input_files("#files", str(media["image"]))
+    heat = page.locator(".card .frame .heat")
+    heat.wait_for(timeout=TIMEOUT_MS)
+    assert heat.count() == 1 and heat.get_attribute("src").startswith("data:image/png;base64,")
     page.close()
 
 

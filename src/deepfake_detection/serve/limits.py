@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp", "image/tiff",
-                         "image/gif", "image/pjpeg", "application/octet-stream"})
+                         "image/gif", "image/pjpeg", "image/jpg", "application/octet-stream"})
 VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/x-msvideo", "video/avi", "video/x-matroska",
                          "video/webm", "video/x-m4v", "application/octet-stream"})
 API_KEY_HEADER = "X-API-Key"
