@@ -17,4 +17,10 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps albumentations==2.0.8 \
   albucore==0.0.24
 .venv/bin/python -c "import cv2, albumentations; assert cv2.data.haarcascades" # one cv2, with cascades
+# The browser test (tests/test_serve_browser.py) drives Debian's chromium through Playwright; Playwright's
+# own browser download (`playwright install`) is never used.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "install.sh: could not install chromium; the browser test will be skipped" >&2
+fi
 echo "installed: $(.venv/bin/dfd --version)"

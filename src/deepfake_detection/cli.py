@@ -195,6 +195,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from deepfake_detection.serve.server import run
+    from deepfake_detection.serve.settings import ServeSettings
+
+    given = {name: getattr(args, name) for name in ServeSettings.model_fields if hasattr(args, name)}
+    try:  # flags override DFD_* environment variables, which override the defaults
+        settings = ServeSettings(**given)
+    except ValidationError as exc:
+        print(f"dfd serve: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("deepfake_detection").setLevel(logging.INFO)
+    return run(settings)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -356,6 +372,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refuse images with more pixels (decompression bombs)")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     sc.set_defaults(func=_cmd_scan)
+
+    # Unset flags stay absent (SUPPRESS), so DFD_* environment variables still apply.
+    srv = sub.add_parser("serve", help="web page, REST API, live stream and metrics (FastAPI on uvicorn)",
+                         argument_default=argparse.SUPPRESS)
+    srv.add_argument("--host", help="address to bind (default 127.0.0.1; env DFD_HOST)")
+    srv.add_argument("--port", type=int, help="port (default 8000; env DFD_PORT)")
+    srv.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
+    srv.add_argument("--backend", choices=("auto", "onnx", "torch"))
+    srv.add_argument("--detector", help="face detector: auto, retinaface, haar")
+    srv.add_argument("--workers", type=int, help="inference threads (default: cores, at most 4)")
+    srv.add_argument("--queue", type=int, help="requests waiting for a worker before 503 (default 32)")
+    srv.add_argument("--max-upload-mb", type=float, help="request body limit in MB (default 20) -> 413")
+    srv.add_argument("--max-pixels", type=int, help="pixels per image before 422 (decompression bombs)")
+    srv.add_argument("--max-batch", type=int, help="images per batch request (default 32)")
+    srv.add_argument("--api-key", help="require this key in the X-API-Key header (env DFD_API_KEY)")
+    srv.add_argument("--rate-limit", help="requests per client, e.g. 120/min or 2/s (default: none) -> 429")
+    srv.add_argument("--cors", nargs="+", metavar="ORIGIN",
+                     help="allow these browser origins (default: none)")
+    srv.add_argument("--job-ttl", type=float, help="seconds a finished video job is kept (default 3600)")
+    srv.add_argument("--jobs-dir",
+                     help="where video jobs are stored (default ~/.cache/deepfake-detection/jobs)")
+    srv.add_argument("--video-frames", type=int, help="frames sampled per clip (default 32)")
+    srv.add_argument("--no-explain", dest="explain", action="store_false", default=argparse.SUPPRESS,
+                     help="do not load the PyTorch weights for Grad-CAM explanations")
+    srv.set_defaults(func=_cmd_serve)
     return parser
 
 

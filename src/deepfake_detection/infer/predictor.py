@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,9 +183,20 @@ class Predictor:
 
     # --- public API -------------------------------------------------------------------------
 
-    def predict(self, image: Any, *, path: str | None = None) -> ImageResult:
-        """One image: a path, bytes, file object, RGB array or PIL image."""
-        return self._finish([self._prepare(image, path)])[0]
+    def predict(self, image: Any, *, path: str | None = None, worker: bool = False) -> ImageResult:
+        """One image: a path, bytes, file object, RGB array or PIL image.
+
+        worker=True when called from a pool thread: use that thread's own one-thread detector, so
+        concurrent calls overlap across cores instead of all sharing one multi-threaded session."""
+        return self.predict_batch([image], paths=[path], worker=worker)[0]
+
+    def predict_batch(self, images: Sequence[Any], *, paths: Sequence[str | None] | None = None,
+                      worker: bool = False) -> list[ImageResult]:
+        """Several in-memory images, their faces classified together; a bad one gives an error result."""
+        detector = self.worker_detector() if worker else None
+        names = list(paths) if paths is not None else [None] * len(images)
+        return self._finish([self._prepare(image, name, detector)
+                             for image, name in zip(images, names, strict=True)])
 
     def predict_video(self, source: str | os.PathLike[str], *, frames: int | None = 32,
                       stride: int | None = None, progress: Callable[[int, int], None] | None = None,

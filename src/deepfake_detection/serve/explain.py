@@ -1,0 +1,108 @@
+"""Grad-CAM heatmaps per face, from the PyTorch weights of the served model (optional, on request).
+
+The heatmap shows which parts of the face crop drove the verdict: the gradients of the logit (of
+minus the logit for faces judged real) with respect to the last convolution's activations, averaged
+per channel, weight those activations; negative evidence is cut off (ReLU).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from deepfake_detection.faces import Face, crop_faces, crop_square_box
+from deepfake_detection.infer.preprocess import to_batch
+from deepfake_detection.infer.results import ImageResult
+from deepfake_detection.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def weights_for(model_path: Path) -> Path | None:
+    """The .safetensors file beside an .onnx model (or the model itself), if there is one."""
+    candidate = model_path if model_path.suffix == ".safetensors" else model_path.with_suffix(".safetensors")
+    return candidate if candidate.is_file() else None
+
+
+class GradCam:
+    def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
+        from torch import nn
+
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError(f"{spec.arch} has no convolution layer for Grad-CAM")
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # gradients are only needed for the activations
+        self.layer = convs[-1]
+        self.spec = spec
+        self._lock = threading.Lock()  # the hook and the graph belong to one call at a time
+
+    @classmethod
+    def from_file(cls, path: Path) -> GradCam:
+        from deepfake_detection.models.files import load_model_file
+
+        model, spec = load_model_file(path)
+        return cls(model, spec)
+
+    def heatmaps(self, crops: list[np.ndarray], fake: list[bool]) -> np.ndarray:
+        """(N, S, S) float32 maps in 0..1 for model-sized RGB crops: evidence for "fake" where
+        `fake[i]`, else for "real" (the explained class is the verdict)."""
+        import torch
+        import torch.nn.functional as F
+
+        size = self.spec.input_size
+        if not crops:
+            return np.zeros((0, size, size), np.float32)
+        x = torch.from_numpy(to_batch(crops, self.spec)).requires_grad_(True)
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
+            output.retain_grad()
+            captured["a"] = output
+
+        with self._lock, torch.enable_grad():
+            handle = self.layer.register_forward_hook(keep)
+            try:
+                logits = self.model(x).reshape(-1)
+                sign = torch.tensor([1.0 if f else -1.0 for f in fake])
+                (logits * sign).sum().backward()  # eval mode: each logit depends on its own crop only
+            finally:
+                handle.remove()
+            a = captured["a"].detach()
+            grad = captured["a"].grad
+        assert grad is not None
+        cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
+        cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+        return (cam / peak).numpy().astype(np.float32)
+
+
+def heatmap_png(heat: np.ndarray) -> str:
+    """A colour heatmap whose opacity follows the heat, as a PNG data URL (drawn over the face)."""
+    level = np.clip(heat, 0, 1)
+    colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    alpha = (level * 180).astype(np.uint8)
+    ok, png = cv2.imencode(".png", np.dstack([colour, alpha]))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def explain(cam: GradCam, image: np.ndarray, result: ImageResult) -> list[dict[str, Any]]:
+    """Per face of `result`: the square the crop covers (image pixels) and its heatmap."""
+    faces = [Face(np.asarray(f.box, np.float32), f.detector_score,
+                  None if f.landmarks is None else np.asarray(f.landmarks, np.float32)) for f in result.faces]
+    crops = crop_faces(image, faces, cam.spec.input_size, cam.spec.crop)
+    fake = [f.fake_probability >= result.threshold for f in result.faces]
+    maps = cam.heatmaps(crops, fake)
+    return [{"face": i, "target": "fake" if is_fake else "real",
+             "box": [round(float(v), 1) for v in crop_square_box(face, cam.spec.crop)],
+             "heatmap": heatmap_png(heat)}
+            for i, (face, heat, is_fake) in enumerate(zip(faces, maps, fake, strict=True))]
