@@ -9,6 +9,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,52 @@ def test_pages_and_openapi(make_client: Any) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/detect", "/v1/detect/batch", "/v1/videos", "/v1/jobs/{job_id}", "/healthz", "/readyz",
             "/metrics"} <= set(paths)
+
+
+class _AssetLinks(HTMLParser):
+    """Every URL a page makes the browser load: <script src>, <link href>, <img src>, <redoc spec-url>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"script": "src", "link": "href", "img": "src", "redoc": "spec-url"}.get(tag)
+        self.urls += [value for name, value in attrs if name == wanted and value]
+
+
+def asset_links(html: str) -> list[str]:
+    parser = _AssetLinks()
+    parser.feed(html)
+    return parser.urls
+
+
+@pytest.mark.parametrize(("page", "script"), [("/docs", "swagger-ui-bundle.js"),
+                                              ("/redoc", "redoc.standalone.js")])
+def test_api_docs_work_offline(make_client: Any, page: str, script: str) -> None:
+    client = make_client(api_key="s3cret")  # the docs stay open like the other pages; /v1 does not
+    response = client.get(page)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "cdn" not in response.text.lower() and "fonts.googleapis" not in response.text
+    if page == "/redoc":  # its sidebar credit loads a logo from redoc.ly unless images are held local
+        assert response.headers["content-security-policy"] == "img-src 'self' data:"
+    urls = asset_links(response.text)
+    assert any(url.endswith("/" + script) for url in urls)
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url} from elsewhere"
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > (100_000 if url.endswith((".js", ".css")) else 1000), url
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/detect" in paths and page not in paths
+    assert client.post("/v1/detect", files=upload(b"x")).status_code == 401
+
+
+def test_api_docs_behind_a_path_prefix(tmp_path: Path, predictor: Predictor) -> None:
+    app = create_app(ServeSettings(jobs_dir=tmp_path, explain=False), predictor=predictor)
+    html = TestClient(app, root_path="/dfd").get("/docs").text
+    assert "url: '/dfd/openapi.json'" in html
+    assert all(url.startswith("/dfd/docs-assets/") for url in asset_links(html))
 
 
 # --- live stream ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The web page in headless Chromium (Debian's `chromium`, driven by Playwright; no browser download):
 upload an image and find the overlay and the verdict, follow a clip job across a reload, stream a
-fake webcam (a generated face clip) and load the dashboard."""
+fake webcam (a generated face clip), load the dashboard, and render the API docs with no network."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -160,3 +161,28 @@ def test_page_with_an_api_key(browser: object, media: dict[str, Path], tmp_path:
         page.locator("#live .box").first.wait_for(timeout=TIMEOUT_MS)
         page.click("#webcam")
         page.close()
+
+
+@pytest.mark.parametrize(("path", "operation"), [
+    ("/docs", ".opblock-summary-path[data-path='/v1/detect']"),
+    ("/redoc", "[data-section-id='tag/detect/operation/detect_v1_detect_post']"),
+])
+def test_api_docs_render_offline(server: str, browser: object, path: str, operation: str) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    local, elsewhere = server.rstrip("/"), []
+
+    def offline(route: Any) -> None:  # the machine has no network: anything not from the server fails
+        if route.request.url.startswith(local + "/") or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + path)
+    page.locator(operation).first.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")  # requests made after the first render are caught too
+    assert elsewhere == [] and errors == []
+    page.close()

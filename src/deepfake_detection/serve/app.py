@@ -1,9 +1,9 @@
 """The service: `create_app(settings)` builds the FastAPI app; its lifespan loads the model once.
 
-Endpoints (OpenAPI at /docs): POST /v1/detect, POST /v1/detect/batch, POST /v1/videos,
-GET /v1/jobs/{id}, GET /v1/recent, WS /v1/stream, GET /healthz, /readyz, /metrics; pages / and
-/dashboard. Inference runs on a bounded worker pool (503 + Retry-After when full); video jobs on
-their own one-worker pool so a long clip never blocks image requests.
+Endpoints (OpenAPI at /openapi.json, browsable offline at /docs and /redoc): POST /v1/detect,
+POST /v1/detect/batch, POST /v1/videos, GET /v1/jobs/{id}, GET /v1/recent, WS /v1/stream, GET /healthz,
+/readyz, /metrics; pages / and /dashboard. Inference runs on a bounded worker pool (503 + Retry-After
+when full); video jobs on their own one-worker pool so a long clip never blocks image requests.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from deepfake_detection.errors import DFDError, ImageError, UnsupportedFormatErr
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
+from deepfake_detection.serve.apidocs import add_offline_docs
 from deepfake_detection.serve.explain import GradCam, explain, weights_for
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
@@ -221,6 +222,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
             service.close()
 
     app = FastAPI(title="deepfake-detection", version=version("deepfake-detection"), lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # add_offline_docs serves them without a CDN
                   description="Tell real face images from deepfakes. Results carry the same fields as "
                               "the JSONL of `dfd detect`.")
     app.state.service = service
@@ -341,6 +343,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         return FileResponse(str(STATIC / "dashboard.html"))
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    add_offline_docs(app)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
