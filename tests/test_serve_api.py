@@ -64,7 +64,9 @@ def make_client(tmp_path: Path, predictor: Predictor) -> Iterator[Any]:
     clients: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        options: dict[str, Any] = {"jobs_dir": tmp_path / "jobs", "explain": False, "workers": 2, **overrides}
+        # Each app its own jobs folder unless told (one service holds a folder at a time).
+        options: dict[str, Any] = {"jobs_dir": tmp_path / f"jobs-{len(clients)}", "explain": False,
+                                   "workers": 2, **overrides}
         client = TestClient(create_app(ServeSettings(**options), predictor=predictor),
                             raise_server_exceptions=False)
         client.__enter__()  # runs the lifespan
@@ -227,6 +229,25 @@ def test_full_pool_is_503_with_retry_after(make_client: Any, face_jpeg: bytes) -
     assert client.post("/v1/detect", files=upload(face_jpeg)).status_code == 200
 
 
+def test_a_reserved_slot_counts_until_used_or_given_back() -> None:
+    from deepfake_detection.serve.workers import PoolFull, WorkerPool
+
+    pool = WorkerPool(1, 0)
+    try:
+        with pool.reserve():
+            assert pool.full
+            with pytest.raises(PoolFull):
+                pool.reserve()
+        assert not pool.full  # left unused: given back
+        ran = threading.Event()
+        with pool.reserve() as slot:
+            slot.submit(ran.set)
+        assert ran.wait(5)
+    finally:
+        pool.shutdown()
+    assert not pool.full
+
+
 def test_api_key_when_configured(make_client: Any, face_jpeg: bytes) -> None:
     client = make_client(api_key="s3cret", max_upload_mb=0.05)
     assert client.post("/v1/detect", files=upload(face_jpeg)).status_code == 401
@@ -255,6 +276,58 @@ def test_rate_limit_is_429_with_retry_after(make_client: Any, no_face_jpeg: byte
     assert codes == [200, 200, 429]
     response = client.post("/v1/detect", files=upload(no_face_jpeg))
     assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+
+
+def test_hourly_rate_limit_is_enforced(make_client: Any) -> None:
+    assert ServeSettings(rate_limit="10/h").rate_limit == pytest.approx(10 / 60)  # not rounded to 0 (= off)
+    client = make_client(rate_limit="10/h")
+    assert client.get("/v1/recent").status_code == 200  # a burst of one, then one every 6 minutes
+    response = client.get("/v1/recent")
+    assert response.status_code == 429 and "10/h" in response.json()["detail"]
+    assert 300 <= int(response.headers["Retry-After"]) <= 360
+
+
+def test_wrong_keys_use_up_the_rate_limit(make_client: Any, face_jpeg: bytes) -> None:
+    client = make_client(api_key="s3cret", rate_limit="2/min")
+    codes = [client.get("/v1/recent", headers={"X-API-Key": f"guess-{i}"}).status_code for i in range(3)]
+    assert codes == [401, 401, 429]
+    assert client.get("/v1/recent", headers={"X-API-Key": "s3cret"}).status_code == 429
+    stream = make_client(api_key="s3cret", rate_limit="2/min")
+    reasons = []
+    for key in ("guess-1", "guess-2", "s3cret"):
+        with pytest.raises(Exception) as refused, stream.websocket_connect("/v1/stream",
+                                                                          headers={"X-API-Key": key}):
+            pass
+        reasons.append(getattr(refused.value, "reason", ""))
+    assert ["API key" in r for r in reasons] == [True, True, False] and "rate limit" in reasons[2]
+
+
+def asgi_get(app: Any, path: str, *, root_path: str, headers: dict[str, str] | None = None) -> int:
+    """Status of a GET sent the way uvicorn sends it behind --root-path: the prefix is in `path` too."""
+    import asyncio
+
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": root_path,
+             "query_string": b"", "client": ("203.0.113.7", 50000), "server": ("testserver", 80),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    asyncio.run(app(scope, receive, send))
+    return int(next(m["status"] for m in messages if m["type"] == "http.response.start"))
+
+
+def test_api_key_and_rate_limit_hold_behind_a_path_prefix(make_client: Any) -> None:
+    app = make_client(api_key="s3cret", rate_limit="2/min").app
+    assert asgi_get(app, "/api/v1/recent", root_path="/api") == 401
+    assert asgi_get(app, "/api/v1/recent", root_path="/api", headers={"X-API-Key": "s3cret"}) == 200
+    assert asgi_get(app, "/api/healthz", root_path="/api") == 200  # open endpoints stay open
+    assert asgi_get(app, "/api/v1/recent", root_path="/api", headers={"X-API-Key": "s3cret"}) == 429
 
 
 def test_cors_is_off_unless_configured(make_client: Any) -> None:
@@ -313,6 +386,21 @@ def test_metrics_are_prometheus_text(make_client: Any, face_jpeg: bytes, no_face
     (model,) = [labels for (name, labels) in samples if name == "dfd_model_info"]
     assert dict(model)["sha256"] == client.get("/readyz").json()["model"]["sha256"]
     assert ("dfd_video_jobs", (("state", "done"),)) in samples
+
+
+def test_metric_labels_come_from_fixed_sets(make_client: Any) -> None:
+    client = make_client()
+    client.request("X0", "/healthz")
+    client.get("/v1/jobs/" + "a" * 32)
+    client.get("/no/such/page/12345")
+    samples = _samples(client.get("/metrics").text)
+    labels = [dict(key[1]) for key in samples if key[0] == "dfd_requests_total"]
+    assert {label["method"] for label in labels} <= {"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD",
+                                                     "other"}
+    assert {"endpoint": "/healthz", "method": "other", "status": "405"} in labels
+    endpoints = {label["endpoint"] for label in labels}
+    assert "/v1/jobs/{job_id}" in endpoints and "other" in endpoints
+    assert not any("a" * 32 in e or "12345" in e for e in endpoints)
 
 
 def test_recent_detections_for_the_dashboard(make_client: Any, face_jpeg: bytes) -> None:
@@ -461,6 +549,72 @@ def test_video_errors(make_client: Any, clip: bytes) -> None:
         release.set()
 
 
+class RecordingDetector:
+    """Wraps a face detector and notes which threads call it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.threads = inner, []
+
+    def detect(self, image: np.ndarray) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self.inner.detect(image)
+
+
+def test_a_video_job_never_uses_the_shared_face_detector(make_client: Any, clip: bytes, face_jpeg: bytes,
+                                                         predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Image requests use the shared detector when alone; OpenCV's cascade is not thread-safe, so the
+    video job (its own thread, at the same time) must use a detector of its own."""
+    shared = RecordingDetector(predictor.detector)
+    monkeypatch.setattr(predictor, "detector", shared)
+    client = make_client(video_frames=4)
+    job_id = client.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
+    job = wait_for_job(client, job_id)
+    assert job["state"] == "done" and job["result"]["tracks"]
+    assert client.post("/v1/detect", files=upload(face_jpeg)).json()["status"] == "ok"
+    assert shared.threads and not any(name.startswith("dfd-video") for name in shared.threads)
+
+
+def test_a_clip_over_the_pixel_limit_is_refused_before_decoding(make_client: Any, clip: bytes,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = []
+    monkeypatch.setattr("deepfake_detection.serve.app.sample_frames", lambda *a, **k: decoded.append(a))
+    client = make_client(max_pixels=1000)
+    response = client.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4"))
+    assert response.status_code == 422 and not decoded
+    detail = response.json()["detail"]
+    assert detail.startswith("clip.mp4: ") and detail.endswith("frames exceed the limit of 1000 pixels")
+    service = client.app.state.service
+    assert service.jobs.counts()["queued"] == 0 and not list(service.jobs.uploads.iterdir())
+    assert service.video_pool.queue_depth == 0  # the slot held during the check went back
+
+
+def test_video_job_errors_show_no_server_paths(make_client: Any, clip: bytes, predictor: Predictor,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_detection.errors import CorruptImageError
+    from deepfake_detection.infer.results import VideoResult
+
+    client = make_client()
+    jobs_dir = str(client.app.state.service.settings.jobs_dir)
+
+    def unreadable(source: str, **_: Any) -> VideoResult:
+        raise CorruptImageError(f"{source}: cannot open video")
+
+    def buggy(source: str, **_: Any) -> VideoResult:
+        return VideoResult(path="clip.mp4", status="error", threshold=0.5, model={},
+                           error=f"internal error (KeyError): 'x' in {source}")
+
+    errors = []
+    for fake in (unreadable, buggy):
+        monkeypatch.setattr(predictor, "predict_video", fake)
+        job_id = client.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
+        job = wait_for_job(client, job_id)
+        assert job["state"] == "error" and jobs_dir not in str(job)
+        errors.append(job["error"])
+    assert errors[0] == "CorruptImageError: clip.mp4: cannot open video"
+    assert "internal error" not in errors[1] and "service log" in errors[1]
+
+
 def test_jobs_survive_a_restart_and_expire(tmp_path: Path) -> None:
     store = JobStore(tmp_path, ttl=3600)
     done, running = store.create("a.mp4"), store.create("b.mp4")
@@ -479,12 +633,35 @@ def test_jobs_survive_a_restart_and_expire(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_finished_job_is_still_there_after_the_app_restarts(make_client: Any, clip: bytes) -> None:
-    first = make_client(video_frames=4)
-    job_id = first.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
-    assert wait_for_job(first, job_id)["state"] == "done"
-    second = make_client()  # the same jobs folder, a new process in all but name
+def test_a_finished_job_is_still_there_after_the_app_restarts(make_client: Any, clip: bytes, tmp_path: Path,
+                                                              predictor: Predictor) -> None:
+    settings = ServeSettings(jobs_dir=tmp_path / "shared", explain=False, video_frames=4)
+    with TestClient(create_app(settings, predictor=predictor)) as first:
+        job_id = first.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
+        assert wait_for_job(first, job_id)["state"] == "done"
+    second = make_client(jobs_dir=tmp_path / "shared")  # the same jobs folder, a new process in all but name
     assert second.get(f"/v1/jobs/{job_id}").json()["result"]["frames"] == 4
+
+
+def test_a_second_service_on_the_same_jobs_folder_refuses_to_start(tmp_path: Path, predictor: Predictor
+                                                                   ) -> None:
+    """Start-up fails the unfinished jobs and deletes the uploads it finds: a second service on the
+    same folder would do that to the first one's work."""
+    from deepfake_detection.serve.jobs import JobsFolderInUse
+
+    first = JobStore(tmp_path, ttl=3600)
+    queued = first.create("a.mp4")
+    (first.uploads / f"{queued}.mp4").write_bytes(b"clip")
+    with pytest.raises(JobsFolderInUse, match="--jobs-dir") as refused:
+        JobStore(tmp_path, ttl=3600)
+    assert str(tmp_path) in str(refused.value) and "\n" not in str(refused.value)
+    assert first.get(queued)["state"] == "queued" and (first.uploads / f"{queued}.mp4").exists()
+    app = create_app(ServeSettings(jobs_dir=tmp_path, explain=False), predictor=predictor)
+    with pytest.raises(JobsFolderInUse), TestClient(app):
+        pass
+    assert app.state.service.startup_error.startswith("JobsFolderInUse: another dfd serve uses the jobs")
+    first.close()  # the folder is free again
+    JobStore(tmp_path, ttl=3600).close()
 
 
 # --- settings --------------------------------------------------------------------------------------------
@@ -497,14 +674,15 @@ def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("DFD_CORS", "http://a.example, http://b.example")
     monkeypatch.setenv("DFD_MAX_UPLOAD_MB", "5")
     settings = ServeSettings()
-    assert settings.api_key == "from-env" and settings.rate_limit == 120
+    assert settings.api_key_text == "from-env" and settings.rate_limit == 120
+    assert "from-env" not in repr(settings) and "from-env" not in str(settings.model_dump())
     assert settings.cors == ["http://a.example", "http://b.example"]
     assert settings.max_upload_bytes == 5 * 2**20
     args = build_parser().parse_args(["serve", "--port", "9000", "--api-key", "from-flag", "--no-explain"])
     given = {name: getattr(args, name) for name in ServeSettings.model_fields if hasattr(args, name)}
     assert given == {"port": 9000, "api_key": "from-flag", "explain": False}  # unset flags leave env alone
     merged = ServeSettings(**given)
-    assert merged.api_key == "from-flag" and merged.rate_limit == 120 and merged.port == 9000
+    assert merged.api_key_text == "from-flag" and merged.rate_limit == 120 and merged.port == 9000
     with pytest.raises(ValueError, match="rate limit"):
         ServeSettings(rate_limit="fast")
 

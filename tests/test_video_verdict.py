@@ -127,6 +127,18 @@ def test_bad_videos_give_error_results(predictor: Predictor, tmp_path: Path) -> 
     assert "DecompressionBombError" in (small.predict_video(clip).error or "")
 
 
+def test_a_given_detector_replaces_the_shared_one(predictor: Predictor, tmp_path: Path) -> None:
+    """The service passes each job thread's own detector (OpenCV's cascade is not thread-safe)."""
+    class NoFaces:
+        def detect(self, image: np.ndarray) -> list[object]:
+            return []
+
+    clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(1), n=6)
+    assert predictor.predict_video(clip, frames=3).status == "ok"
+    result = predictor.predict_video(clip, frames=3, detector=NoFaces())  # type: ignore[arg-type]
+    assert result.status == "no_face" and result.frames == 3 and not result.tracks
+
+
 def test_detect_cli_mixes_images_and_videos(predictor: Predictor, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     moving_face_clip(folder / "b_clip.mp4", np.random.default_rng(4), n=20)

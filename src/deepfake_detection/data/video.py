@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deepfake_detection.errors import CorruptImageError
+from deepfake_detection.errors import CorruptImageError, DecompressionBombError
 
 # Seeking re-decodes from the previous keyframe, so it only pays off for long gaps.
 _SEEK_GAP = 48
@@ -34,16 +34,20 @@ def _open(path: str) -> cv2.VideoCapture:
     return cap
 
 
-def video_info(path: str) -> VideoInfo:
+def video_info(path: str, *, max_pixels: int | None = None) -> VideoInfo:
     """Frame count, frame rate and size of a video file. Files that do not declare their length
-    (WebM recorded by browsers or streamed to disk) are counted by decoding them once."""
+    (WebM recorded by browsers or streamed to disk) are counted by decoding them once. Frames over
+    `max_pixels` raise DecompressionBombError from the declared size, before any frame is decoded."""
     cap = _open(path)
     try:
+        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if max_pixels is not None and size[0] * size[1] > max_pixels:
+            raise DecompressionBombError(f"{path}: {size[0]}x{size[1]} frames exceed the limit of "
+                                         f"{max_pixels} pixels")
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         known = 0 < declared < _MAX_DECLARED
         count = int(declared) if known else 0
-        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         while not known and cap.grab():  # grab(): no colour conversion
             count += 1
         return VideoInfo(count, fps if 0 < fps < 1000 else None, *size, seekable=known)

@@ -200,13 +200,15 @@ class Predictor:
 
     def predict_video(self, source: str | os.PathLike[str], *, frames: int | None = 32,
                       stride: int | None = None, progress: Callable[[int, int], None] | None = None,
-                      path: str | None = None) -> VideoResult:
+                      path: str | None = None, detector: FaceDetector | None = None) -> VideoResult:
         """A video file: `frames` evenly spaced frames (or every `stride`-th), faces tracked across
         them, a robust video-level probability (see live/video_verdict.py). Never raises for bad
-        input; `progress(done, total)` is called after each sampled frame."""
+        input; `progress(done, total)` is called after each sampled frame. `detector`: one to use
+        instead of the shared `self.detector` (from a pool thread: `self.worker_detector()`)."""
         from deepfake_detection.live.video_verdict import predict_video
 
-        return predict_video(self, source, frames=frames, stride=stride, progress=progress, path=path)
+        return predict_video(self, source, frames=frames, stride=stride, progress=progress, path=path,
+                             detector=detector)
 
     def predict_many(self, items: Iterable[InputItem | str], *, workers: int | None = None,
                      prefetch: int = 8, video_frames: int | None = 32,

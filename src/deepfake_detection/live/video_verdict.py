@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 
 from deepfake_detection.data.video import frame_indices, sample_frames, video_info
-from deepfake_detection.errors import DecompressionBombError, DFDError
-from deepfake_detection.faces import Face, crop_face
+from deepfake_detection.errors import DFDError
+from deepfake_detection.faces import Face, FaceDetector, crop_face
 from deepfake_detection.infer.predictor import Predictor, _ms
 from deepfake_detection.infer.results import FaceResult, TrackResult, VideoResult
 from deepfake_detection.live.tracking import IoUTracker
@@ -78,8 +78,12 @@ class _TrackScores:
 
 def predict_video(predictor: Predictor, source: str | os.PathLike[str], *, frames: int | None = 32,
                   stride: int | None = None, progress: Callable[[int, int], None] | None = None,
-                  path: str | None = None) -> VideoResult:
+                  path: str | None = None, detector: FaceDetector | None = None) -> VideoResult:
     """Score a video file; never raises for bad input (an "error" result instead).
+
+    `detector` replaces `predictor.detector`: a caller running this beside other work on the same
+    predictor passes a detector of its own thread (`predictor.worker_detector()`), since detectors
+    such as OpenCV's Haar cascade must not be used by two threads at once.
 
     `frames` evenly spaced frames are scored (or every `stride`-th frame when `stride` is given);
     `progress(done, total)` is called after each sampled frame (its own exceptions propagate, so a
@@ -89,7 +93,8 @@ def predict_video(predictor: Predictor, source: str | os.PathLike[str], *, frame
     result = VideoResult(path=shown, status="error", threshold=predictor.spec.threshold,
                          model=predictor.model_info)
     try:
-        _score(predictor, str(source), result, frames=frames, stride=stride, progress=progress)
+        _score(predictor, detector or predictor.detector, str(source), result, frames=frames, stride=stride,
+               progress=progress)
     except DFDError as exc:
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
     except (ValueError, OSError, cv2.error) as exc:
@@ -100,16 +105,13 @@ def predict_video(predictor: Predictor, source: str | os.PathLike[str], *, frame
     return result
 
 
-def _score(predictor: Predictor, source: str, result: VideoResult, *, frames: int | None, stride: int | None,
-           progress: Callable[[int, int], None] | None) -> None:
+def _score(predictor: Predictor, detector: FaceDetector, source: str, result: VideoResult, *,
+           frames: int | None, stride: int | None, progress: Callable[[int, int], None] | None) -> None:
     if frames is not None and frames < 1 or stride is not None and stride < 1:
         raise ValueError("frames and stride must be >= 1")
     if not Path(source).is_file():
         raise FileNotFoundError("no such file")
-    info = video_info(source)
-    if info.width * info.height > predictor.max_pixels:
-        raise DecompressionBombError(
-            f"{info.width}x{info.height} frames exceed the limit of {predictor.max_pixels} pixels")
+    info = video_info(source, max_pixels=predictor.max_pixels)
     result.image_size = (info.width, info.height)
     result.fps = info.fps
     if info.fps and info.frame_count:
@@ -138,7 +140,7 @@ def _score(predictor: Predictor, source: str, result: VideoResult, *, frames: in
     for index, rgb in sample_frames(source, count=frames, stride=stride, info=info):
         timings["decode"] = timings.get("decode", 0.0) + _ms(start)
         start = time.perf_counter()
-        faces = predictor.detector.detect(rgb)
+        faces = detector.detect(rgb)
         timings["detect"] = timings.get("detect", 0.0) + _ms(start)
         start = time.perf_counter()
         for track in tracker.update(faces, index):

@@ -28,7 +28,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from deepfake_detection.data.video import sample_frames
+from deepfake_detection.data.video import sample_frames, video_info
 from deepfake_detection.errors import DFDError, ImageError, UnsupportedFormatError
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import ImageResult
@@ -150,6 +150,9 @@ class Service:
         image = load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
         # Alone, a request gets the all-cores detector (lowest latency: the live stream); with others
         # running, each worker thread uses its own one-thread detector (best throughput under load).
+        # Never two threads on the shared detector (OpenCV's cascade is not thread-safe): `running`
+        # counts this request, so a second one admitted while this runs sees 2; video jobs and
+        # batches always use their thread's own detector.
         result = predictor.predict(image, path=name, worker=self.pool.running > 1)
         out = result.to_dict()
         if with_explanation and self.cam is not None and result.faces:
@@ -182,23 +185,38 @@ class Service:
         start = time.perf_counter()
         jobs.start(job_id)
         try:
+            # This thread's own detector: image requests may be using the shared one right now.
             result = predictor.predict_video(
-                str(clip), frames=self.settings.video_frames, path=name,
+                str(clip), frames=self.settings.video_frames, path=name, detector=predictor.worker_detector(),
                 progress=lambda done, total: jobs.progress(job_id, done, total))
-            jobs.finish(job_id, result.to_dict(), error=result.error if result.status == "error" else None)
+            error = None
+            if result.status == "error":
+                error = self._job_error(job_id, result.error or "", clip, name)
+            jobs.finish(job_id, result.to_dict() | {"error": error}, error=error)
             self._record(result, "video", start)
         except DFDError as exc:
-            jobs.fail(job_id, f"{type(exc).__name__}: {exc}")
+            jobs.fail(job_id, self._job_error(job_id, f"{type(exc).__name__}: {exc}", clip, name))
         except Exception as exc:  # a bug must fail the job, not leave it running for ever
             log.exception("video job %s failed", job_id)
             jobs.fail(job_id, f"internal error ({type(exc).__name__})")
         finally:
             clip.unlink(missing_ok=True)
 
+    def _job_error(self, job_id: str, message: str, clip: Path, name: str) -> str:
+        """What the client sees of a failed job: the reason with the upload's name, never a server
+        path or an internal error's text (the full message goes to the log)."""
+        log.warning("video job %s (%s) failed: %s", job_id, name, message)
+        shown = message.replace(str(clip), name)
+        if shown.startswith("internal error") or str(self.settings.jobs_dir) in shown:
+            return "the clip could not be processed (the reason is in the service log)"
+        return shown
 
-def _check_clip(path: Path) -> None:
-    """Raises ImageError unless OpenCV can decode a first frame (refuse bad uploads at once)."""
-    next(iter(sample_frames(str(path), count=1)))
+
+def _check_clip(path: Path, max_pixels: int) -> None:
+    """Raises ImageError unless the clip's declared frame size is within the pixel limit (checked
+    before anything is decoded) and OpenCV decodes a first frame: bad uploads are refused at once."""
+    info = video_info(str(path), max_pixels=max_pixels)
+    next(iter(sample_frames(str(path), count=1, info=info)))
 
 
 def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | None = None) -> FastAPI:
@@ -279,23 +297,24 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if suffix not in VIDEO_EXTENSIONS:
             check_media_type(file.content_type, VIDEO_TYPES - {"application/octet-stream"}, "a clip")
             suffix = ".mp4"
-        if service.video_pool.full:  # before copying the clip; submit() below re-checks atomically
-            raise _busy()
-        job_id = jobs.create(name)
-        clip = jobs.upload_path(job_id, suffix)
-        try:
-            with clip.open("wb") as out:
-                await asyncio.to_thread(shutil.copyfileobj, file.file, out)
-            await asyncio.to_thread(_check_clip, clip)
-            service.video_pool.submit(service.run_video, job_id, clip, name)
-        except BaseException as exc:
-            clip.unlink(missing_ok=True)
-            jobs.delete(job_id)
-            if isinstance(exc, PoolFull):
-                raise _busy() from None
-            if isinstance(exc, ImageError):
-                raise HTTPException(422, str(exc).replace(str(clip), name)) from None
-            raise
+        try:  # a slot first: only admitted uploads are copied and decoded
+            slot = service.video_pool.reserve()
+        except PoolFull:
+            raise _busy() from None
+        with slot:
+            job_id = jobs.create(name)
+            clip = jobs.upload_path(job_id, suffix)
+            try:
+                with clip.open("wb") as out:
+                    await asyncio.to_thread(shutil.copyfileobj, file.file, out)
+                await asyncio.to_thread(_check_clip, clip, settings.max_pixels)
+                slot.submit(service.run_video, job_id, clip, name)
+            except BaseException as exc:
+                clip.unlink(missing_ok=True)
+                jobs.delete(job_id)
+                if isinstance(exc, ImageError):
+                    raise HTTPException(422, str(exc).replace(str(clip), name)) from None
+                raise
         return {"id": job_id, "state": "queued", "url": f"/v1/jobs/{job_id}"}
 
     @app.get("/v1/jobs/{job_id}", dependencies=protected, tags=["video"])
@@ -352,7 +371,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
 
     # Outermost last: metrics see every response, the body limit runs before any parsing.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
-    app.add_middleware(GuardMiddleware, api_key=settings.api_key, limiter=service.limiter)
+    app.add_middleware(GuardMiddleware, api_key=settings.api_key_text, limiter=service.limiter)
     if settings.cors:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"],
                            allow_headers=[API_KEY_HEADER, "Content-Type"])
@@ -381,8 +400,8 @@ async def _stream(ws: WebSocket, service: Service) -> None:
     key = ws.headers.get(API_KEY_HEADER) or next(
         (p.removeprefix(STREAM_KEY_PREFIX) for p in offered if p.startswith(STREAM_KEY_PREFIX)), None)
     try:
-        check_api_key(settings.api_key, key)
-        service.limiter.check(client_host(ws.scope))
+        service.limiter.check(client_host(ws.scope))  # first: wrong keys use up tokens too
+        check_api_key(settings.api_key_text, key)
     except HTTPException as exc:
         await ws.close(code=1008, reason=str(exc.detail)[:120])
         return

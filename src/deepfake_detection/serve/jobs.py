@@ -3,6 +3,7 @@ expire after a time-to-live."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -10,6 +11,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from deepfake_detection.errors import DFDError
 
 STATES = ("queued", "running", "done", "error")
 _SCHEMA = """
@@ -19,12 +22,26 @@ CREATE TABLE IF NOT EXISTS jobs (
 )"""
 
 
+class JobsFolderInUse(DFDError):
+    """Another service holds the jobs folder."""
+
+
 class JobStore:
     def __init__(self, folder: Path, ttl: float) -> None:
         self.folder = Path(folder)
         self.uploads = self.folder / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.ttl = ttl
+        # Start-up fails the jobs of a previous process and deletes its uploads (below): that is only
+        # right when no other service uses this folder, so one service holds it at a time. The lock
+        # goes with the process, however it ends.
+        self._lock_file = (self.folder / "jobs.lock").open("a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise JobsFolderInUse(f"another dfd serve uses the jobs folder {self.folder}; give this one its "
+                                  "own with --jobs-dir DIR (or DFD_JOBS_DIR)") from None
         self._lock = threading.Lock()
         # One connection shared by the event loop and the worker threads, serialised by the lock.
         self._db = sqlite3.connect(self.folder / "jobs.sqlite3", check_same_thread=False,
@@ -106,3 +123,4 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._lock_file.close()  # releases the folder

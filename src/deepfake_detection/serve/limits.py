@@ -84,14 +84,25 @@ class GuardMiddleware:
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+        if scope["type"] == "http" and route_path(scope).startswith(self.prefix):
             try:
-                check_api_key(self.api_key, Headers(scope=scope).get(API_KEY_HEADER))
+                # The rate limit first: wrong keys use up tokens too, so keys cannot be guessed fast.
                 self.limiter.check(client_host(scope))
+                check_api_key(self.api_key, Headers(scope=scope).get(API_KEY_HEADER))
             except HTTPException as exc:
                 await send_error(send, exc)
                 return
         await self.app(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the routes see. Behind a prefix (uvicorn --root-path /api) servers put the prefix in
+    front of scope["path"] ("/api/v1/detect"); the routes match on the path without it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+        return path[len(root):]
+    return path
 
 
 def client_host(scope: Scope) -> str:
@@ -109,16 +120,21 @@ def check_api_key(configured: str | None, given: str | None) -> None:
 
 
 class RateLimiter:
-    """Token bucket per client: `per_minute` requests a minute, bursts up to the same number.
+    """Token bucket per client: `per_minute` requests a minute (a fraction for hourly limits), bursts
+    up to a minute's worth (at least one request).
 
     Idle clients are forgotten (oldest first) beyond `max_clients`, so the table stays small."""
 
-    def __init__(self, per_minute: int, *, max_clients: int = 10_000) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(per_minute)
+    def __init__(self, per_minute: float, *, max_clients: int = 10_000) -> None:
+        self.rate = per_minute / 60.0  # tokens a second
+        self.burst = max(1.0, per_minute)
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, time)
         self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        per_minute = self.rate * 60
+        return f"{per_minute:g}/min" if per_minute >= 1 else f"{per_minute * 60:g}/h"
 
     def check(self, client: str) -> None:
         """429 with Retry-After when `client` has no token left."""
@@ -136,5 +152,5 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         if not allowed:
             wait = math.ceil((1.0 - tokens) / self.rate)
-            raise HTTPException(429, f"rate limit of {round(self.burst)} requests a minute exceeded",
+            raise HTTPException(429, f"rate limit of {self.describe()} exceeded",
                                 headers={"Retry-After": str(wait)})

@@ -24,6 +24,7 @@ from deepfake_detection.infer.results import ImageResult
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Latency buckets for CPU inference: 5 ms .. 30 s.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"})  # any other: "other"
 _FAKE_WINDOW = 200  # the fake-rate gauge covers this many latest images
 # No *_created series: they double the output and no dashboard here uses them (a process-wide switch).
 disable_created_metrics()
@@ -83,12 +84,16 @@ class Metrics:
 
 
 def route_template(app: Any, scope: Scope) -> str:
-    """The route's path template (/v1/jobs/{job_id}), so metrics labels stay few; 'other' if none."""
+    """The route's path template (/v1/jobs/{job_id}), so metrics labels stay few; 'other' if none.
+    A route whose path matches but not its method (405) counts under its template too."""
+    partial = "other"
     for route in app.router.routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
             return str(getattr(route, "path", "other"))
-    return "other"
+        if match == Match.PARTIAL and partial == "other":
+            partial = str(getattr(route, "path", "other"))
+    return partial
 
 
 class MetricsMiddleware:
@@ -118,7 +123,10 @@ class MetricsMiddleware:
         finally:
             endpoint = route_template(self.router_app, scope)
             m = self.metrics
-            m.requests.labels(endpoint, scope.get("method", ""), str(status)).inc()
+            # Labels come from fixed sets only (route templates, known methods): a client cannot create
+            # new time series by sending odd paths or methods.
+            method = scope.get("method", "")
+            m.requests.labels(endpoint, method if method in _METHODS else "other", str(status)).inc()
             if status >= 400:
                 m.errors.labels(endpoint, str(status)).inc()
             m.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -13,6 +13,7 @@ from typing import Any
 from deepfake_detection.serve.settings import ServeSettings
 
 SPARE_CONNECTIONS = 64  # beyond the admitted requests: health checks, pages, metrics, live streams
+STREAM_FRAME_BYTES = 4 * 1024 * 1024  # a webcam JPEG is ~50 KB; the only WebSocket messages we take
 
 
 def uvicorn_config(settings: ServeSettings, **overrides: Any) -> Any:
@@ -23,8 +24,9 @@ def uvicorn_config(settings: ServeSettings, **overrides: Any) -> Any:
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "log_level": "info",
         # Connections beyond this get a 503 from uvicorn before any body is read: memory stays flat.
+        # uvicorn counts open connections, idle keep-alive ones and live streams too (see docs/serve.md).
         "limit_concurrency": settings.workers + settings.queue + settings.video_queue + SPARE_CONNECTIONS,
-        "ws_max_size": settings.max_upload_bytes,
+        "ws_max_size": min(settings.max_upload_bytes, STREAM_FRAME_BYTES),
         "timeout_graceful_shutdown": 10,
         "server_header": False,
     }

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from deepfake_detection.runtime import available_cores
@@ -33,8 +33,8 @@ class ServeSettings(BaseSettings):
     max_upload_mb: float = Field(default=20.0, gt=0)  # per request body (a batch's images together)
     max_pixels: int = Field(default=50_000_000, gt=0)  # decompression-bomb limit per image
     max_batch: int = Field(default=32, ge=1)
-    api_key: str | None = None
-    rate_limit: int = Field(default=0, ge=0)  # requests per minute per client; 0 = no limit
+    api_key: SecretStr | None = None  # SecretStr: never shown by repr() or in logs
+    rate_limit: float = Field(default=0.0, ge=0)  # requests per minute per client (10/h: 0.17); 0 = no limit
     cors: Annotated[list[str], NoDecode] = Field(default_factory=list)
     job_ttl: float = Field(default=3600.0, gt=0)  # seconds a finished video job is kept
     jobs_dir: Path = Field(default_factory=default_jobs_dir)
@@ -45,7 +45,8 @@ class ServeSettings(BaseSettings):
     @field_validator("rate_limit", mode="before")
     @classmethod
     def _per_minute(cls, value: object) -> object:
-        """Accept "120", "120/min", "2/s" or "7200/h"; stored as requests per minute."""
+        """Accept "120", "120/min", "2/s" or "10/h"; stored as requests per minute, a float so that
+        hourly limits under 60/h do not round to 0 (= no limit)."""
         if not isinstance(value, str):
             return value
         text = value.strip().lower().replace(" ", "")
@@ -54,7 +55,7 @@ class ServeSettings(BaseSettings):
                "h": 60.0, "hour": 60.0}
         if unit not in per or not count.isdigit():
             raise ValueError(f"rate limit must look like 120/min, 2/s or 7200/h, not {value!r}")
-        return round(int(count) / per[unit])
+        return int(count) / per[unit]
 
     @field_validator("cors", mode="before")
     @classmethod
@@ -68,6 +69,11 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def api_key_text(self) -> str | None:
+        """The key itself, for the comparison only (never log it)."""
+        return None if self.api_key is None else self.api_key.get_secret_value()
 
     @property
     def max_upload_bytes(self) -> int:

@@ -69,21 +69,55 @@ class WorkerPool:
         try:
             future = self._executor.submit(self._wrap(fn, args))
         except BaseException:
-            with self._lock:
-                self._admitted -= 1
+            self._release()
             raise
         # shield: a client that disconnects must not cancel the bookkeeping; the work finishes anyway.
         return await asyncio.shield(asyncio.wrap_future(future))
 
     def submit(self, fn: Callable[..., T], *args: Any) -> None:
-        """Fire-and-forget (video jobs); raises PoolFull at once when no slot is free."""
+        """Fire-and-forget; raises PoolFull at once when no slot is free."""
+        with self.reserve() as slot:
+            slot.submit(fn, *args)
+
+    def reserve(self) -> Slot:
+        """Hold a slot while the caller gets a task ready (a video upload: copy and check it), so only
+        admitted work uses the machine; raises PoolFull at once. Use as a context manager: the slot
+        goes back on leaving it unless `slot.submit` handed it to a task."""
         self._admit()
+        return Slot(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def _submit_admitted(self, fn: Callable[..., T], args: tuple[Any, ...]) -> None:
         try:
             self._executor.submit(self._wrap(fn, args))
         except BaseException:
-            with self._lock:
-                self._admitted -= 1
+            self._release()
             raise
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Slot:
+    """A reserved place in a WorkerPool (see WorkerPool.reserve)."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool: WorkerPool | None = pool
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> None:
+        """Run fn(*args) in this slot, fire-and-forget."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            raise RuntimeError("this slot was used already")
+        pool._submit_admitted(fn, args)
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool._release()

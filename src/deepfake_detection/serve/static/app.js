@@ -111,6 +111,13 @@ function followJob(id, name) {
   div.id = "job-" + id;
   const bar = document.createElement("progress");
   div.insertBefore(bar, verdict);
+  // Polls back off from 1 s to 5 s (a long clip costs few requests, which count against a rate
+  // limit), and wait at least as long as a 429 or 503 answer's Retry-After says.
+  let delay = 1000;
+  const pollLater = (minimum = 0) => {
+    setTimeout(poll, Math.max(delay, minimum));
+    delay = Math.min(5000, delay * 1.5);
+  };
   const poll = async () => {
     let job;
     try {
@@ -119,14 +126,15 @@ function followJob(id, name) {
       verdict.className = "verdict error";
       verdict.textContent = err.status === 404 ? "this job has expired" : err.message;
       if (err.status === 404) saveJobs(savedJobs().filter((j) => j.id !== id));
-      else setTimeout(poll, 3000);
+      else pollLater(1000 * (err.retryAfter || 3));
       return;
     }
     const { done, total } = job.progress;
     if (total) { bar.max = total; bar.value = done; }
     if (job.state === "queued" || job.state === "running") {
+      verdict.className = "verdict";
       verdict.textContent = `${job.state}… ${total ? `${done}/${total} frames` : ""}`;
-      setTimeout(poll, 500);
+      pollLater();
       return;
     }
     bar.remove();
@@ -223,7 +231,12 @@ async function startWebcam() {
     liveStats.textContent = `${fps.toFixed(1)} frames/s, ${dropped} dropped` + (reply.error ? `, ${reply.error}` : "");
     sendFrame();
   };
-  socket.onclose = (event) => { if (event.reason) liveStats.textContent = `stream closed: ${event.reason}`; };
+  const mine = socket;
+  socket.onclose = (event) => { // the server closed it (refused key, rate limit, restart): stop the camera too
+    if (socket !== mine) return; // an earlier session's socket
+    stopWebcam();
+    if (event.reason) liveStats.textContent = `stream closed: ${event.reason}`;
+  };
   socket.onopen = () => { since = performance.now(); };
   const tick = () => { if (!stream) return; sendFrame(); requestAnimationFrame(tick); };
   requestAnimationFrame(tick);

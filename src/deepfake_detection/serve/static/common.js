@@ -9,7 +9,8 @@ function apiHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
-// fetch + JSON; a non-2xx answer throws an Error carrying the server's message ({"detail": ...}).
+// fetch + JSON; a non-2xx answer throws an Error carrying the server's message ({"detail": ...}),
+// the status and Retry-After.
 async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { ...apiHeaders(), ...(options.headers || {}) } });
   let body = null;
@@ -18,6 +19,7 @@ async function api(path, options = {}) {
     const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : response.statusText;
     const error = new Error(`${response.status}: ${detail}`);
     error.status = response.status;
+    error.retryAfter = Number(response.headers.get("Retry-After")) || 0; // seconds (429, 503)
     throw error;
   }
   return body;

@@ -117,7 +117,10 @@ async function pollMetrics() {
   document.body.dataset.polled = String(Number(document.body.dataset.polled || 0) + 1);
 }
 
+let recentAfter = 0; // after a 429: performance.now() before which /v1/recent is not asked again
+
 async function pollRecent() {
+  if (performance.now() < recentAfter) return;
   const body = document.querySelector("#recent tbody");
   try {
     const { detections } = await api("/v1/recent");
@@ -134,6 +137,7 @@ async function pollRecent() {
       return row;
     }));
   } catch (err) {
+    if (err.status === 429 || err.status === 503) recentAfter = performance.now() + 1000 * Math.max(err.retryAfter, 5);
     body.replaceChildren();
     const row = body.insertRow();
     row.insertCell().textContent = err.message;
