@@ -159,7 +159,7 @@ def test_a_batch_that_always_kills_its_actor_fails_the_scan(ray_runtime, scenes:
     out = tmp_path / "r.parquet"
     config = ScanConfig(model=str(tiny_onnx_model), batch_size=4, images_per_task=8, progress=False,
                         max_retries=1)
-    with pytest.raises(DFDError, match="the scan failed after 1 retries .*left as it was"):
+    with pytest.raises(DFDError, match="the scan failed .*retried 1 times.*left as it was"):
         scan([str(scenes)], out, config, classifier=AlwaysDies)
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
@@ -226,10 +226,11 @@ def test_the_id_check_finds_duplicates_and_gaps() -> None:
 
 
 def test_block_count_is_capped() -> None:
-    from deepfake_detection.scan.pipeline import MAX_BLOCKS_PER_CPU, _block_count
+    from deepfake_detection.scan.pipeline import MAX_BLOCKS_PER_CPU, _block_rows
 
-    assert _block_count(40, 16, 2) == 3 and _block_count(1, 16, 2) == 1
-    assert _block_count(10_000_000, 16, 8) == MAX_BLOCKS_PER_CPU * 8  # not 625k blocks in the driver
+    assert _block_rows(40, 16, 2) == 16 and _block_rows(1, 16, 2) == 16
+    rows = _block_rows(10_000_000, 16, 8)
+    assert -(-10_000_000 // rows) == MAX_BLOCKS_PER_CPU * 8  # 1,600 blocks in the driver, not 625k
 
 
 def test_a_local_session_ignores_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,10 +97,18 @@ def _model_file(config: ScanConfig) -> tuple[str, Any]:
     return str(path.resolve()), backend.spec
 
 
-def _block_count(inputs: int, per_task: int, cpus: int) -> int:
-    """One detect block per `per_task` inputs, at most MAX_BLOCKS_PER_CPU per CPU (a bigger block
-    is then worked through in batches of `per_task` inside its task)."""
-    return max(1, min(-(-inputs // per_task), MAX_BLOCKS_PER_CPU * max(1, cpus)))
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error of Ray's wrappers (RayTaskError -> UserCodeException -> ...), one line."""
+    while (inner := getattr(exc, "cause", None) or exc.__cause__) is not None and inner is not exc:
+        exc = inner
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _block_rows(inputs: int, per_task: int, cpus: int) -> int:
+    """Inputs per detect block: `per_task`, or more where that would make over MAX_BLOCKS_PER_CPU
+    blocks per CPU (a bigger block is worked through in batches of `per_task` inside its task)."""
+    return max(per_task, -(-inputs // (MAX_BLOCKS_PER_CPU * max(1, cpus))))
 
 
 def _actors(config: ScanConfig, resources: dict[str, float], *, torch_weights: bool = True) -> dict[str, Any]:
@@ -195,8 +203,9 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
         actors = _actors(config, resources, torch_weights=torch_weights)
         log.info("scan: %d inputs; classifiers %s", len(items), actors)
         device, threads = actors.pop("device"), actors.pop("threads")
-        blocks = _block_count(len(items), config.images_per_task, int(resources.get("CPU", 1)))
-        ds = ray.data.from_arrow(inputs, override_num_blocks=blocks)
+        # Blocks sliced here, all full but the last: Ray Data would merge blocks smaller than batch_size.
+        rows = _block_rows(len(items), config.images_per_task, int(resources.get("CPU", 1)))
+        ds = ray.data.from_arrow([inputs.slice(i, rows) for i in range(0, len(items), rows)])
         # A task whose worker dies runs again (Ray's default, 3 times). A dead classifier actor is
         # restarted and its batch retried, a bounded number of times: Ray Data's default (-1, forever)
         # would loop on a batch that always crashes its actor. (Ray 2.60, pinned, takes max_restarts and
@@ -227,10 +236,9 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
                 ids.finish()
         except DFDError as exc:
             raise DFDError(f"{exc}; {output} was left as it was") from None
-        except ray.exceptions.RayError as exc:  # retries spent: a batch that kills its actor, a lost node
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DFDError(f"the scan failed after {config.max_retries} retries ({type(exc).__name__}: "
-                           f"{first}); {output} was left as it was") from None
+        except ray.exceptions.RayError as exc:  # retries spent (a batch that kills its actor), a bug
+            raise DFDError(f"the scan failed ({_root_cause(exc)}; a batch whose classifier actor dies is "
+                           f"retried {config.max_retries} times); {output} was left as it was") from None
         finally:
             bar.close()
         summary.seconds = time.perf_counter() - start
