@@ -66,8 +66,12 @@ def test_scan_gives_the_records_of_detect(ray_runtime, scenes: Path, tiny_onnx_m
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     sources = [str(scenes / "s_0*.jpg"), str(bad), str(tmp_path / "missing.png")]
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "outside.csv"  # names ../broken.jpg: needs --allow-outside-listing
+    listing.write_text("path\n../broken.jpg\n")
     out = tmp_path / "results.parquet"
-    assert main(["scan", *sources, "-o", str(out), "--model", str(tiny_onnx_model), "--no-progress"]) == 0
+    assert main(["scan", sources[0], str(listing), sources[2], "-o", str(out), "--no-progress",
+                 "--model", str(tiny_onnx_model), "--allow-outside-listing"]) == 0
     summary = capsys.readouterr().out
     detected = _detect_jsonl([*sources, "--model", str(tiny_onnx_model)], tmp_path / "d.jsonl")
     scanned = read_results(out)
@@ -102,9 +106,16 @@ def test_a_killed_actor_loses_and_duplicates_nothing(ray_runtime, scenes: Path, 
                 os._exit(1)
             return super().__call__(batch)
 
+    import logging
+
+    from ray.data import DataContext
+
     out = tmp_path / "r.parquet"
     config = ScanConfig(model=str(tiny_onnx_model), batch_size=4, images_per_task=8, progress=False)
+    context, data_log = DataContext.get_current(), logging.getLogger("ray.data")
+    bars, level = context.enable_progress_bars, data_log.level
     summary = scan([str(scenes)], out, config, classifier=DiesOnce)
+    assert (context.enable_progress_bars, data_log.level) == (bars, level)  # process-wide state restored
     assert os.path.exists(marker)  # the actor did die mid-scan
     ids = pd.read_parquet(out, columns=["id"])["id"].tolist()
     assert len(ids) == 40 and sorted(ids) == list(range(40))
@@ -118,7 +129,7 @@ def test_listings_and_uris(scenes: Path, tmp_path: Path) -> None:
     parquet = tmp_path / "list.parquet"
     pd.DataFrame({"uri": [(scenes / "s_03.jpg").as_uri(), str(scenes / "s_01.jpg")]}).to_parquet(parquet)
     prefix = scenes.as_uri()
-    paths = [i.path for i in list_inputs([str(listing), str(parquet), prefix])]
+    paths = [i.path for i in list_inputs([str(listing), str(parquet), prefix], allow_outside_listing=True)]
     assert paths[:4] == [str(tmp_path / "a.jpg"), str(scenes / "s_01.jpg"), (scenes / "s_02.jpg").as_uri(),
                          (scenes / "s_03.jpg").as_uri()]  # relative to the listing; duplicates once
     assert len(paths) == 4 + 38 and paths[4] == (scenes / "s_00.jpg").as_uri()  # the prefix, sorted
@@ -132,6 +143,121 @@ def test_listings_and_uris(scenes: Path, tmp_path: Path) -> None:
     (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DFDError, match="no 'path' or 'uri' column"):
         list_inputs([str(tmp_path / "cols.csv")])
+
+
+def test_a_batch_that_always_kills_its_actor_fails_the_scan(ray_runtime, scenes: Path, tiny_onnx_model: Path,
+                                                            tmp_path: Path) -> None:
+    from deepfake_detection.errors import DFDError
+    from deepfake_detection.scan import ScanConfig, scan
+
+    class AlwaysDies(Classifier):  # Ray Data's default would restart and retry it forever
+        def __call__(self, batch):
+            if 20 in batch["id"].to_pylist():
+                os._exit(1)
+            return super().__call__(batch)
+
+    out = tmp_path / "r.parquet"
+    config = ScanConfig(model=str(tiny_onnx_model), batch_size=4, images_per_task=8, progress=False,
+                        max_retries=1)
+    with pytest.raises(DFDError, match="the scan failed .*retried 1 times.*left as it was"):
+        scan([str(scenes)], out, config, classifier=AlwaysDies)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_csv_listings_without_header_or_type_guessing(tmp_path: Path) -> None:
+    from deepfake_detection.errors import DFDError
+
+    def paths(text: str) -> list[str]:
+        (tmp_path / "l.csv").write_text(text)
+        return [os.path.relpath(i.path, tmp_path) for i in list_inputs([str(tmp_path / "l.csv")])]
+
+    assert paths("a.jpg\nb.jpg\nc.jpg\n") == ["a.jpg", "b.jpg", "c.jpg"]  # no header: the first row counts
+    assert paths("007\n008.jpg\n1e3\n") == ["007", "008.jpg", "1e3"]  # names kept verbatim
+    assert paths("label,path\n1,007\n0,0010.jpg\n") == ["007", "0010.jpg"]
+    assert paths("uri\n00.png\n") == ["00.png"] and paths("") == []
+    with pytest.raises(DFDError, match="no 'path' or 'uri' column"):
+        paths("a.jpg,1\nb.jpg,0\n")
+
+
+def test_listing_entries_stay_in_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deepfake_detection.errors import DFDError
+
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    listing = folder / "l.csv"
+    listing.write_text("path\nsub/a.jpg\n./b.jpg\nsub/../c.jpg\ns3://bucket/d.jpg\n")
+    assert [i.path for i in list_inputs([str(listing)])] == [
+        str(folder / "sub" / "a.jpg"), str(folder / "b.jpg"), str(folder / "c.jpg"), "s3://bucket/d.jpg"]
+    above = str(tmp_path / "x.jpg")
+    for entry, allowed in (("../x.jpg", above), ("sub/../../x.jpg", above), ("/etc/passwd", "/etc/passwd"),
+                           ("file:///etc/passwd", "file:///etc/passwd")):
+        listing.write_text(f"path\nb.jpg\n{entry}\n")
+        with pytest.raises(DFDError, match=r"1 entries are not inside its folder .*--allow-outside-listing"):
+            list_inputs([str(listing)])
+        assert list_inputs([str(listing)], allow_outside_listing=True)[1].path == allowed
+    pd.DataFrame({"path": ["../x.jpg"]}).to_parquet(folder / "l.parquet")
+    with pytest.raises(DFDError, match="not inside its folder"):
+        list_inputs([str(folder / "l.parquet")])
+    # on the command line: a message before Ray starts, no traceback, no output
+    assert main(["scan", str(folder / "l.parquet"), "-o", str(tmp_path / "r.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert "--allow-outside-listing" in err and "Traceback" not in err
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_the_id_check_finds_duplicates_and_gaps() -> None:
+    from deepfake_detection.errors import DFDError
+    from deepfake_detection.scan.pipeline import IdCheck
+
+    check = IdCheck(5)
+    check.add(np.array([3, 0]))
+    check.add(np.array([1, 2, 4]))
+    check.finish()  # each id once
+    for batches, message in ((([0, 1], [1, 2]), "input id 1 twice"), (([0, 0, 1],), "input id 0 twice"),
+                             (([0, 1], [5]), "unknown input id"), (([0, 1], [-1]), "unknown input id")):
+        check = IdCheck(5)
+        with pytest.raises(DFDError, match=message):
+            for ids in batches:
+                check.add(np.array(ids))
+    check = IdCheck(5)
+    check.add(np.array([0, 1, 3]))  # as many rows as inputs would not be enough: 2 and 4 are missing
+    with pytest.raises(DFDError, match="no row for 2 inputs \\(first id 2\\)"):
+        check.finish()
+
+
+def test_block_count_is_capped() -> None:
+    from deepfake_detection.scan.pipeline import MAX_BLOCKS_PER_CPU, _block_rows
+
+    assert _block_rows(40, 16, 2) == 16 and _block_rows(1, 16, 2) == 16
+    rows = _block_rows(10_000_000, 16, 8)
+    assert -(-10_000_000 // rows) == MAX_BLOCKS_PER_CPU * 8  # 1,600 blocks in the driver, not 625k
+
+
+def test_a_local_session_ignores_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_ADDRESS (or a `ray start` on this machine) must not turn a local session into joining a
+    cluster, where Ray refuses num_cpus; a failed start shuts down what it started."""
+    from deepfake_detection.errors import DFDError
+    from deepfake_detection.raycluster import ray_session
+
+    calls: list = []
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with ray_session(None, num_cpus=2):
+        pass
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2 and calls[1:] == ["shutdown"]
+
+    def half_start(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("raylet died")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", half_start)
+    with pytest.raises(DFDError, match="cannot start or join a local Ray runtime: raylet died"), \
+            ray_session("local"):
+        pass
+    assert calls[0]["address"] == "local" and calls[1:] == ["shutdown"]
 
 
 def test_prepared_images_cross_the_stage_boundary_intact() -> None:
@@ -199,6 +325,12 @@ def test_an_unreachable_cluster_fails_fast() -> None:
         with pytest.raises(DFDError, match="cannot reach the Ray cluster"):
             _check_reachable(address, timeout=2)
     _check_reachable("auto")  # left to Ray
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        return  # no IPv6 here
+    with listener:
+        _check_reachable(f"[::1]:{listener.getsockname()[1]}", timeout=2)  # brackets are not the host
 
 
 def test_stages_in_process_with_a_threshold_override(scenes: Path, tiny_onnx_model: Path) -> None:

@@ -225,7 +225,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     config = ScanConfig(model=args.model, backend=args.backend, detector=args.detector,
                         threshold=args.threshold, batch_size=args.batch_size, classifiers=args.classifiers,
                         max_pixels=args.max_pixels, ray_address=args.ray_address,
-                        progress=not args.no_progress)
+                        allow_outside_listing=args.allow_outside_listing, progress=not args.no_progress)
     try:
         summary = scan(args.sources, args.output, config)
     except MissingExtraError as exc:  # a setup problem, told like a usage error
@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "else a third of the CPUs)")
     sc.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                     help="refuse images with more pixels (decompression bombs)")
+    sc.add_argument("--allow-outside-listing", action="store_true",
+                    help="let CSV/Parquet listings name absolute paths, file:// URIs and ../ paths "
+                    "(default: only files inside the listing's folder)")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     sc.set_defaults(func=_cmd_scan)
 

@@ -36,6 +36,8 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and other forms are Ray's to resolve
+    if host.startswith("[") and host.endswith("]"):  # [::1]:6379, an IPv6 address
+        host = host[1:-1]
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
@@ -54,13 +56,17 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
     common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
     try:
         if address in (None, LOCAL):
-            ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **common)
+            # address="local": a new runtime even where RAY_ADDRESS is set or `ray start` ran on this
+            # machine (without it Ray would join that cluster, then refuse num_cpus).
+            ray.init(address=LOCAL, num_cpus=num_cpus or available_cores(), include_dashboard=False,
+                     **common)
         else:
             _check_reachable(address)
             ray.init(address=address, **common)
     except DFDError:
         raise
     except Exception as exc:  # ConnectionError, timeouts, a bad address: one message, no traceback
+        ray.shutdown()  # a runtime that half started must not outlive the command
         where = "a local Ray runtime" if address in (None, LOCAL) else f"the Ray cluster at {address}"
         raise DFDError(f"cannot start or join {where}: {exc}") from None
     try:

@@ -2,16 +2,20 @@
 paths or URIs, and object-store URIs (s3://, gs://, hdfs://, file://) through pyarrow's file systems.
 
 A listing is recognised by its suffix (.csv, .parquet); its `path` column (or `uri`, or its only
-column) names one input per row; relative paths are relative to the listing's folder. A URI may name
-one object or a prefix, which is listed recursively for image files.
+column) names one input per row; a CSV without a `path`/`uri` header row is read as paths from its
+first row. Local paths are relative to the listing's folder and must stay inside it (absolute paths,
+file:// URIs and ../ are refused unless allowed); other URIs (s3://, gs://, ...) are kept. A URI may
+name one object or a prefix, which is listed recursively for image files.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from deepfake_detection.errors import DFDError, ImageError
 from deepfake_detection.io.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -26,16 +30,30 @@ def is_uri(path: str) -> bool:
     return bool(_URI.match(path))
 
 
-def _listing_paths(listing: Path) -> list[str]:
+def _read_csv(listing: Path) -> Any:
+    """The listing as a table of text columns. Its first row is a header only when it names a `path`
+    or `uri` column; otherwise every row is an input (columns f0, f1, ...). No type guessing: `007`
+    stays `007`."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
+
+    with open(listing, newline="", encoding="utf-8-sig") as f:
+        first = next(csv.reader(f), [])
+    if not first:
+        return pa.table({"path": pa.array([], pa.string())})
+    header = any(name in _PATH_COLUMNS for name in first)
+    names = first if header else [f"f{i}" for i in range(len(first))]
+    return pacsv.read_csv(
+        listing, read_options=pacsv.ReadOptions(column_names=None if header else names),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                             strings_can_be_null=False, auto_dict_encode=False))
+
+
+def _listing_paths(listing: Path, *, allow_outside: bool = False) -> list[str]:
     import pyarrow.parquet as pq
 
     try:
-        if listing.suffix.lower() == ".csv":  # every column as text: no type guessing on paths
-            table = pacsv.read_csv(listing, convert_options=pacsv.ConvertOptions(
-                column_types={}, strings_can_be_null=False, auto_dict_encode=False))
-        else:
-            table = pq.read_table(listing)
+        table = _read_csv(listing) if listing.suffix.lower() == ".csv" else pq.read_table(listing)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: one message for the user
         raise DFDError(f"cannot read the listing {listing}: {exc}") from None
     names = table.column_names
@@ -43,12 +61,23 @@ def _listing_paths(listing: Path) -> list[str]:
     if column is None:
         raise DFDError(f"{listing}: no 'path' or 'uri' column (columns: {', '.join(names)})")
     root = listing.resolve().parent
-    paths = []
+    paths, outside = [], []
     for value in table.column(column).cast("string").to_pylist():
         if value is None or not value.strip():
             continue
         value = value.strip()
-        paths.append(value if is_uri(value) or os.path.isabs(value) else str(root / value))
+        if is_uri(value) and not value.lower().startswith("file:"):
+            paths.append(value)  # object stores: the listing's folder says nothing about them
+            continue
+        absolute = is_uri(value) or os.path.isabs(value)  # file:// names an absolute path
+        path = value if absolute else os.path.normpath(root / value)
+        # As data/layouts/csv: a listing names files in its own folder, not /etc/... or ../../...
+        if not allow_outside and (absolute or not Path(path).is_relative_to(root)):
+            outside.append(value)
+        paths.append(path)
+    if outside:
+        raise DFDError(f"{listing}: {len(outside)} entries are not inside its folder {root} (first: "
+                       f"{outside[0]!r}); list paths relative to it, or pass --allow-outside-listing")
     return paths
 
 
@@ -71,8 +100,9 @@ def _uri_objects(uri: str) -> list[str]:
     return [uri.rstrip("/") + p[len(base):] for p in found if p.startswith(base)]
 
 
-def list_inputs(sources: Sequence[str]) -> list[InputItem]:
-    """Every input once, in the order given (folders sorted, as `dfd detect`)."""
+def list_inputs(sources: Sequence[str], *, allow_outside_listing: bool = False) -> list[InputItem]:
+    """Every input once, in the order given (folders sorted, as `dfd detect`). A listing's local
+    entries must lie inside its folder unless `allow_outside_listing`."""
     seen: set[str] = set()
     items: list[InputItem] = []
 
@@ -87,7 +117,7 @@ def list_inputs(sources: Sequence[str]) -> list[InputItem]:
         if is_uri(source):
             add(InputItem(p) for p in _uri_objects(source))
         elif Path(source).suffix.lower() in LISTING_SUFFIXES and os.path.isfile(source):
-            add(InputItem(p) for p in _listing_paths(Path(source)))
+            add(InputItem(p) for p in _listing_paths(Path(source), allow_outside=allow_outside_listing))
         else:
             add(expand_inputs([source]))
     return items

@@ -1,9 +1,10 @@
 """The scan plan: inputs -> detect tasks -> classifier actors -> one Parquet file, with a summary.
 
 Fault tolerance is Ray's: a task whose worker dies is run again, a dead classifier actor is restarted
-and its batch retried (max_restarts/max_task_retries), and a block's output only counts once its
-task finished, so the file holds every input exactly once. Rows arrive in the driver as they finish
-and are streamed into a temporary file that replaces `output` only when the scan is complete.
+and its batch retried (a bounded number of times), and a block's output only counts once its task
+finished, so the file holds every input exactly once; the driver checks that, id by id. Rows arrive
+in the driver as they finish and are streamed into a temporary file that replaces `output` only when
+the scan is complete.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deepfake_detection.errors import DFDError
 from deepfake_detection.io.atomic import atomic_path
@@ -26,6 +31,9 @@ from deepfake_detection.scan.stages import Classifier, detect_batch
 
 log = logging.getLogger(__name__)
 
+MAX_BLOCKS_PER_CPU = 200  # caps the driver's block count (10 M inputs are not 625k blocks)
+MAX_ACTOR_RESTARTS = 10  # per classifier actor over a scan: rare deaths (a lost node) are survived
+
 
 @dataclass
 class ScanConfig:
@@ -35,10 +43,12 @@ class ScanConfig:
     threshold: float | None = None
     batch_size: int = 32  # images per classifier call (about one face each)
     images_per_task: int = 16  # inputs per detect task (~0.4 s of work): Ray's per-task cost is ~ms
+    max_retries: int = 3  # a classifier batch whose actor died is retried this often, then the scan fails
     classifiers: int | None = None  # actors; None: one per GPU, else a third of the CPUs (at least 1)
     classifier_cpus: float | None = None  # CPUs reserved per CPU actor; None: 1, or 0 under 8 CPUs
     max_pixels: int = DEFAULT_MAX_PIXELS
     ray_address: str | None = None  # None or "local": a local runtime; else join this cluster
+    allow_outside_listing: bool = False  # listings may name absolute paths, file:// and ../
     progress: bool = True
 
 
@@ -87,6 +97,20 @@ def _model_file(config: ScanConfig) -> tuple[str, Any]:
     return str(path.resolve()), backend.spec
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error of Ray's wrappers (RayTaskError -> UserCodeException -> ...), one line."""
+    while (inner := getattr(exc, "cause", None) or exc.__cause__) is not None and inner is not exc:
+        exc = inner
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _block_rows(inputs: int, per_task: int, cpus: int) -> int:
+    """Inputs per detect block: `per_task`, or more where that would make over MAX_BLOCKS_PER_CPU
+    blocks per CPU (a bigger block is worked through in batches of `per_task` inside its task)."""
+    return max(per_task, -(-inputs // (MAX_BLOCKS_PER_CPU * max(1, cpus))))
+
+
 def _actors(config: ScanConfig, resources: dict[str, float], *, torch_weights: bool = True) -> dict[str, Any]:
     """map_batches arguments for the classifier pool: GPUs when the cluster has them (and the model
     has PyTorch weights to run there), else CPUs."""
@@ -106,6 +130,52 @@ def _actors(config: ScanConfig, resources: dict[str, float], *, torch_weights: b
             "threads": max(1, int(share))}
 
 
+class IdCheck:
+    """Every input id in [0, total) exactly once: a duplicate fails at once, a gap at `finish`, both
+    before the output is renamed into place (retries make either impossible; checked, not trusted)."""
+
+    def __init__(self, total: int) -> None:
+        self.seen = np.zeros(total, dtype=bool)
+
+    def add(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.seen.size):
+            raise DFDError(f"scan produced an unknown input id (one of {ids.min()}..{ids.max()})")
+        repeated = ids[self.seen[ids]]  # seen in an earlier batch
+        if not repeated.size:
+            unique, counts = np.unique(ids, return_counts=True)
+            repeated = unique[counts > 1]  # twice in this batch
+        if repeated.size:
+            raise DFDError(f"scan produced input id {int(repeated[0])} twice")
+        self.seen[ids] = True
+
+    def finish(self) -> None:
+        missing = np.flatnonzero(~self.seen)
+        if missing.size:
+            raise DFDError(f"scan produced no row for {missing.size} inputs (first id {int(missing[0])})")
+
+
+@contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """No Ray Data progress bars or INFO lines during a scan (ours counts images, not blocks, and
+    their lines would break it); the process-wide settings are restored afterwards."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    bars = context.enable_progress_bars
+    loggers = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    context.enable_progress_bars = False
+    loggers["ray.data"].setLevel(logging.WARNING)
+    loggers["ray.data._internal.progress"].setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = bars
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+
+
 def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig | None = None, *,
          classifier: type[Classifier] = Classifier) -> ScanSummary:
     """Score every image in `sources` on Ray; write `output` (Parquet) and return the summary.
@@ -118,7 +188,7 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
 
     config = config or ScanConfig()
     import_ray()  # the missing extra is reported before any listing work
-    items = list_inputs(sources)
+    items = list_inputs(sources, allow_outside_listing=config.allow_outside_listing)
     if not items:
         raise DFDError("no image found in the given sources")
     model_path, spec = _model_file(config)
@@ -126,44 +196,49 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
                        "path": pa.array([i.path for i in items], pa.string()),
                        "missing": pa.array([i.missing for i in items], pa.bool_())})
     summary = ScanSummary(output=str(output))
-    with ray_session(config.ray_address) as ray:
-        from ray.data import DataContext
-
-        DataContext.get_current().enable_progress_bars = False  # ours below counts images, not blocks
-        for name, level in (("ray.data", logging.WARNING), ("ray.data._internal.progress", logging.ERROR)):
-            logging.getLogger(name).setLevel(level)  # per-run INFO lines would break the progress bar
+    with ray_session(config.ray_address) as ray, _quiet_ray_data():
         stem = Path(model_path).with_suffix("")
-        actors = _actors(config, ray.cluster_resources(),
-                         torch_weights=stem.with_name(stem.name + ".safetensors").is_file())
+        resources = ray.cluster_resources()
+        torch_weights = stem.with_name(stem.name + ".safetensors").is_file()
+        actors = _actors(config, resources, torch_weights=torch_weights)
         log.info("scan: %d inputs; classifiers %s", len(items), actors)
         device, threads = actors.pop("device"), actors.pop("threads")
-        blocks = max(1, -(-len(items) // config.images_per_task))
-        ds = ray.data.from_arrow(inputs, override_num_blocks=blocks)
-        # Retries are Ray's defaults: a task whose worker dies runs again (3 times), a dead actor is
-        # restarted and its batch retried (Ray Data's actor pools: max_restarts=-1, max_task_retries=-1).
-        ds = ds.map_batches(detect_batch, batch_format="pyarrow", batch_size=None, num_cpus=1,
-                            fn_kwargs={"spec_json": spec.to_json(), "detector": config.detector,
-                                       "max_pixels": config.max_pixels})
+        # Blocks sliced here, all full but the last: Ray Data would merge blocks smaller than batch_size.
+        rows = _block_rows(len(items), config.images_per_task, int(resources.get("CPU", 1)))
+        ds = ray.data.from_arrow([inputs.slice(i, rows) for i in range(0, len(items), rows)])
+        # A task whose worker dies runs again (Ray's default, 3 times). A dead classifier actor is
+        # restarted and its batch retried, a bounded number of times: Ray Data's default (-1, forever)
+        # would loop on a batch that always crashes its actor. (Ray 2.60, pinned, takes max_restarts and
+        # max_task_retries only as ray_remote_args, which it marks deprecated.)
+        ds = ds.map_batches(detect_batch, batch_format="pyarrow", batch_size=config.images_per_task,
+                            num_cpus=1, fn_kwargs={"spec_json": spec.to_json(), "detector": config.detector,
+                                                   "max_pixels": config.max_pixels})
         ds = ds.map_batches(classifier, batch_format="pyarrow", batch_size=config.batch_size,
                             fn_constructor_kwargs={"model": model_path, "backend": config.backend,
                                                    "threshold": config.threshold,
                                                    "batch_size": config.batch_size, "threads": threads,
                                                    "device": device},
-                            compute=ray.data.ActorPoolStrategy(size=actors.pop("concurrency")), **actors)
+                            compute=ray.data.ActorPoolStrategy(size=actors.pop("concurrency")),
+                            max_restarts=MAX_ACTOR_RESTARTS, max_task_retries=config.max_retries, **actors)
         start = time.perf_counter()
         bar = tqdm(total=len(items), unit="img", disable=not config.progress, file=sys.stderr,
                    dynamic_ncols=True, desc="scan")
+        ids = IdCheck(len(items))
         try:
             with atomic_path(output) as tmp, \
                     pq.ParquetWriter(tmp, RESULT_SCHEMA, compression="zstd") as writer:
                 for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                     table = table.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA)
+                    ids.add(table["id"].to_numpy())
                     writer.write_table(table)
                     summary.add(table)
                     bar.update(table.num_rows)
-                if summary.total != len(items):  # retries make this impossible; checked, not trusted
-                    raise DFDError(f"scan produced {summary.total} rows for {len(items)} inputs; "
-                                   f"{output} was left as it was")
+                ids.finish()
+        except DFDError as exc:
+            raise DFDError(f"{exc}; {output} was left as it was") from None
+        except ray.exceptions.RayError as exc:  # retries spent (a batch that kills its actor), a bug
+            raise DFDError(f"the scan failed ({_root_cause(exc)}; a batch whose classifier actor dies is "
+                           f"retried {config.max_retries} times); {output} was left as it was") from None
         finally:
             bar.close()
         summary.seconds = time.perf_counter() - start
