@@ -196,6 +196,34 @@ def test_dropped_stream_is_reopened_with_backoff() -> None:
     assert all(g >= 0.075 for g in gaps[-2:])
 
 
+def test_stream_that_sends_nothing_backs_off_and_gives_up() -> None:
+    """A server that accepts every connection but sends no frame: the waits between reopens keep
+    growing (they are not reset by a successful open), and max_reopens ends the capture with an error."""
+    opened_at: list[float] = []
+
+    def opener(source: str | int, kind: str) -> _FakeCap:
+        opened_at.append(time.monotonic())
+        return _FakeCap(0, 0)
+
+    capture = Capture("rtsp://camera.local/stream", opener=opener, backoff=0.02, max_backoff=0.08,
+                      max_reopens=4)
+    assert capture.read(timeout=5.0) is None
+    capture.close()
+    assert len(opened_at) == 5  # the first open and 4 reopens, then it gives up
+    gaps = np.diff(opened_at)
+    assert gaps[0] >= 0.02 and gaps[1] >= 0.04 and gaps[2] >= 0.075 and gaps[3] >= 0.075
+    assert capture.error and "could not be reopened" in capture.error
+
+
+def test_read_after_the_end_returns_none(two_faces: Path) -> None:
+    with Capture(two_faces) as capture:
+        assert sum(1 for _ in capture) == 40
+        done = threading.Event()
+        reader = threading.Thread(target=lambda: (capture.read(), done.set()), daemon=True)
+        reader.start()
+        assert done.wait(2.0), "read() after the end of the file blocked"
+
+
 def test_webcam_that_does_not_open_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SourceError, match="cannot open webcam 3"):
         Capture("3", opener=lambda source, kind: _FakeCap(0, 0, opened=False))
@@ -218,6 +246,16 @@ def test_source_parsing() -> None:
     assert parse_source("0") == 0 and source_kind(0) == "webcam"
     assert source_kind("rtsp://x/y") == source_kind("http://x/y.mjpg") == "stream"
     assert source_kind("clip.mp4") == "file"
+    assert source_kind("/dev/video0") == "webcam"  # a V4L2 device path, not a missing file
+    opened: list[tuple[str | int, str]] = []
+
+    def opener(source: str | int, kind: str) -> _FakeCap:
+        opened.append((source, kind))
+        return _FakeCap(0, 0, opened=False)
+
+    with pytest.raises(SourceError, match="cannot open webcam /dev/video7"):
+        Capture("/dev/video7", opener=opener)
+    assert opened == [("/dev/video7", "webcam")]
 
 
 def test_file_capture_keeps_every_frame_unless_realtime(two_faces: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,6 +16,19 @@ _SEEK_GAP = 48
 
 
 _MAX_DECLARED = 10**8  # a larger declared frame count is garbage (an unset duration)
+
+
+def declared_frame_count(cap: Any) -> int | None:
+    """The frame count the container declares, or None when it does not say or says garbage (FFmpeg
+    reports 0, a negative number or ~1e18 for streams and files without a duration)."""
+    declared = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+    return int(declared) if 0 < declared < _MAX_DECLARED else None
+
+
+def declared_fps(cap: Any) -> float | None:
+    """The frame rate the container declares, or None when it does not say or says nonsense."""
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if 0 < fps < 1000 else None
 
 
 @dataclass(frozen=True)
@@ -44,13 +58,11 @@ def video_info(path: str, *, max_pixels: int | None = None) -> VideoInfo:
         if max_pixels is not None and size[0] * size[1] > max_pixels:
             raise DecompressionBombError(f"{path}: {size[0]}x{size[1]} frames exceed the limit of "
                                          f"{max_pixels} pixels")
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        known = 0 < declared < _MAX_DECLARED
-        count = int(declared) if known else 0
-        while not known and cap.grab():  # grab(): no colour conversion
+        declared = declared_frame_count(cap)
+        count = declared or 0
+        while declared is None and cap.grab():  # grab(): no colour conversion
             count += 1
-        return VideoInfo(count, fps if 0 < fps < 1000 else None, *size, seekable=known)
+        return VideoInfo(count, declared_fps(cap), *size, seekable=declared is not None)
     finally:
         cap.release()
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
+from deepfake_detection.data.video import declared_fps, declared_frame_count
 from deepfake_detection.errors import DFDError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def parse_source(text: str | int | os.PathLike[str]) -> str | int:
 
 
 def source_kind(source: str | int) -> SourceKind:
-    if isinstance(source, int):
+    if isinstance(source, int) or source.startswith("/dev/video"):  # an index, or a V4L2 device path
         return "webcam"
     if source.lower().startswith(STREAM_SCHEMES):
         return "stream"
@@ -79,6 +80,7 @@ class Frame:
     image: np.ndarray  # BGR, as OpenCV decodes it
     time: float  # seconds: index / fps for files, since the first frame for live sources
     read_ms: float  # time spent decoding this frame (capture stage)
+    stamp: float = 0.0  # time.perf_counter() when the capture thread started reading it (end-to-end latency)
 
 
 class Capture:
@@ -100,6 +102,9 @@ class Capture:
         self.error: str | None = None  # why capture ended early (None: end of file or close())
         self.dropped = 0  # live sources: frames replaced before the consumer took them
         self.reopens = 0
+        # Reopen backoff: grows over consecutive failed reopens, reset only once a frame is delivered
+        # (a server that accepts connections but sends nothing must not be retried at full speed).
+        self._delay, self._tries = backoff, 0
         if self.kind == "file" and not Path(str(self.source)).is_file():
             raise SourceError(f"video file not found: {self.source}")
         self._cap = self._open()
@@ -108,11 +113,10 @@ class Capture:
                     "file": f"video file {self.source}"}[self.kind]
             hint = " (is a camera connected, and is it free?)" if self.kind == "webcam" else ""
             raise SourceError(f"cannot open {what}{hint}")
-        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps: float | None = fps if 0 < fps < 1000 else None
+        self.fps = declared_fps(self._cap)
         # A URL with a known length is a remote file, not a live stream: its end is the end (a reopen
         # would replay it from the start).
-        self.finite = self.kind == "stream" and int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) > 0
+        self.finite = self.kind == "stream" and declared_frame_count(self._cap) is not None
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         self._stop = threading.Event()
@@ -131,8 +135,8 @@ class Capture:
             while True:
                 try:
                     return self._queue.get(timeout=0.1 if timeout is None else timeout)
-                except queue.Empty:
-                    if timeout is not None or self._stop.is_set():
+                except queue.Empty:  # _done: every frame and the end marker were taken already
+                    if timeout is not None or self._stop.is_set() or self._done:
                         return None
         with self._cond:
             if not self._cond.wait_for(lambda: self._latest is not None or self._done, timeout):
@@ -177,23 +181,23 @@ class Capture:
         return None
 
     def _reopen(self) -> bool:
-        """Reopen a dropped stream, waiting backoff, 2x backoff, ... (at most max_backoff) between tries."""
+        """Reopen a dropped stream, waiting backoff, 2x backoff, ... (at most max_backoff) between tries;
+        at most max_reopens tries since the last delivered frame."""
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-        delay, tries = self.backoff, 0
         while not self._stop.is_set():
-            if self.max_reopens is not None and tries >= self.max_reopens:
+            if self.max_reopens is not None and self._tries >= self.max_reopens:
                 return False
-            log.warning("stream %s dropped; reopening in %.1f s", self.source, delay)
-            if self._stop.wait(delay):
+            log.warning("stream %s dropped; reopening in %.1f s", self.source, self._delay)
+            if self._stop.wait(self._delay):
                 return False
-            tries += 1
+            self._tries += 1
             self._cap = self._open()
+            self._delay = min(self._delay * 2, self.max_backoff)
             if self._cap is not None:
                 self.reopens += 1
                 return True
-            delay = min(delay * 2, self.max_backoff)
         return False
 
     def _run(self) -> None:
@@ -221,7 +225,8 @@ class Capture:
                         self._stop.wait(max(0.0, start + t - time.monotonic()))
                 else:
                     t = time.monotonic() - start
-                self._deliver(Frame(index, image, t, read_ms))
+                self._deliver(Frame(index, image, t, read_ms, stamp=t0))
+                self._delay, self._tries = self.backoff, 0
                 index += 1
         except Exception as exc:  # a bug or a backend failure: end the source with a message, not silently
             log.exception("capture from %s failed", self.source)
