@@ -329,3 +329,75 @@ def test_max_frames_and_summary(predictor: Predictor, two_faces: Path) -> None:
     assert summary.frames == 15 and summary.stopped_by == "max-frames" and summary.tracks == 2
     assert summary.detections >= 2 and len(summary.latencies_ms) == 15
     assert {"capture", "track", "crop", "classify", "draw", "pipeline"} <= set(summary.stage_ms)
+
+
+def test_source_without_a_decodable_frame_publishes_nothing(tmp_path: Path) -> None:
+    clip = tmp_path / "empty.mp4"
+    clip.write_bytes(b"x")
+    out, lines = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    summary = run_live(object(), str(clip), display=False, save=str(out), jsonl=str(lines),  # type: ignore[arg-type]
+                       opener=lambda source, kind: _FakeCap(0, 0))
+    assert summary.frames == 0 and summary.error == f"no frame could be decoded from {clip}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]  # no 0-byte video, no temp files
+
+
+@pytest.mark.parametrize("case", ["unknown", "closed", "q"])
+def test_window_close_and_q(case: str, predictor: Predictor, two_faces: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unknown`: macOS reports the visibility as -1 always (the run must go on to the end);
+    `closed`: the window was visible, then closed; `q`: the key stops the run with a playable file."""
+    shown: list[int] = []
+    monkeypatch.setattr(live_run, "_open_window", lambda: True)
+    monkeypatch.setattr(live_run.cv2, "destroyAllWindows", lambda: None)
+    monkeypatch.setattr(live_run.cv2, "imshow", lambda name, image: shown.append(1))
+    monkeypatch.setattr(live_run.cv2, "waitKey",
+                        lambda ms: ord("q") if case == "q" and len(shown) == 5 else -1)
+    visibility = {"unknown": lambda: -1.0, "closed": lambda: 1.0 if len(shown) < 7 else 0.0,
+                  "q": lambda: 1.0}[case]
+    monkeypatch.setattr(live_run.cv2, "getWindowProperty", lambda name, prop: visibility())
+    out = tmp_path / "shown.mp4"
+    summary = run_live(predictor, str(two_faces), display=True, save=str(out))
+    expected = {"unknown": (40, "end"), "closed": (7, "q"), "q": (5, "q")}[case]
+    assert (summary.frames, summary.stopped_by) == expected and summary.error is None
+    assert _count_frames(out) == expected[0]
+
+
+def test_bad_output_paths_fail_at_start(two_faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "a_folder.mp4"
+    folder.mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for args in (["--save", str(folder)], ["--jsonl", str(folder)], ["--jsonl", str(blocker / "out.jsonl")]):
+        assert main(["live", "--source", str(two_faces), "--no-display", *args]) == 1
+        err = capsys.readouterr().err
+        assert "error: cannot write" in err and "Traceback" not in err and "frames in" not in err, err
+    from deepfake_detection.io import atomic
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(atomic.os, "access", lambda path, mode: Path(path) != locked)  # tests run as root
+    assert main(["live", "--source", str(two_faces), "--no-display", "--save", str(locked / "o.mp4")]) == 1
+    assert "no permission to write in" in capsys.readouterr().err
+    assert list(locked.iterdir()) == [] and list(folder.iterdir()) == []
+
+
+def test_processing_failure_keeps_the_frames_written(predictor: Predictor, two_faces: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    real = predictor.worker_detector()
+    calls = {"n": 0}
+
+    class Failing:
+        def detect(self, rgb: np.ndarray) -> list[Face]:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise RuntimeError("detector crashed")
+            return real.detect(rgb)
+
+    monkeypatch.setattr(predictor, "worker_detector", lambda: Failing())
+    out, lines = tmp_path / "part.mp4", tmp_path / "part.jsonl"
+    summary = run_live(predictor, str(two_faces), display=False, save=str(out), jsonl=str(lines))
+    assert summary.stopped_by == "error" and summary.error is not None
+    assert "RuntimeError" in summary.error and "detector crashed" in summary.error
+    assert 0 < summary.frames < 40
+    assert _count_frames(out) == summary.frames == len(lines.read_text().splitlines())

@@ -41,3 +41,7 @@ class DatasetError(DFDError):
 
 class MissingExtraError(DFDError):
     """A feature needs an optional extra that is not installed; the message says how to install it."""
+
+
+class OutputError(DFDError):
+    """An output file or folder cannot be written (missing permission, a folder in the way, ...)."""

@@ -15,7 +15,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
-__all__ = ["atomic_open", "atomic_path", "default_file_mode", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_open", "atomic_path", "check_writable", "default_file_mode", "write_bytes_atomic",
+           "write_text_atomic"]
 
 StrPath = str | os.PathLike[str]
 
@@ -66,6 +67,24 @@ def new_temp_file(target: StrPath, *, suffix: str = ".tmp") -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     return Path(name)
+
+
+def check_writable(target: StrPath) -> None:
+    """Raise OutputError unless `target` can be written by `atomic_path`: not a folder, and its nearest
+    existing parent is a writable folder (missing folders are created). Call it before long work, so a
+    bad output path fails at once instead of after the work is done."""
+    from deepfake_detection.errors import OutputError
+
+    target = Path(target)
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder")
+    parent = target.parent.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {target}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {target}: no permission to write in {parent}")
 
 
 def _fsync_path(path: Path) -> None:

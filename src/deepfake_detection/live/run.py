@@ -17,9 +17,9 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
-from deepfake_detection.errors import DFDError
+from deepfake_detection.errors import OutputError
 from deepfake_detection.infer.predictor import Predictor, _ms
-from deepfake_detection.io.atomic import atomic_open, atomic_path
+from deepfake_detection.io.atomic import atomic_open, atomic_path, check_writable
 from deepfake_detection.live.capture import Capture, Opener, open_source
 from deepfake_detection.live.overlay import draw_live
 from deepfake_detection.live.pipeline import LiveConfig, LivePipeline
@@ -30,8 +30,11 @@ WINDOW = "dfd live"
 FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
 
-class OutputError(DFDError):
-    """An output file cannot be written."""
+__all__ = ["OutputError", "LiveSummary", "display_available", "run_live"]
+
+
+class _Discard(Exception):  # noqa: N818 - not an error: raised inside the ExitStack to drop the outputs
+    """No frame was written: the temporary output files are removed instead of published."""
 
 
 def display_available() -> bool:
@@ -50,7 +53,8 @@ class LiveSummary:
     stopped_by: str = "end"  # end, q, interrupt, max-frames, error
     error: str | None = None
     seconds: float = 0.0
-    # per frame: pipeline + draw; the last 100,000 frames (about an hour at 30 fps: bounded memory)
+    # per frame, end to end: from the capture thread starting to read it to the annotated frame handed
+    # to the file / window; the last 100,000 frames (about an hour at 30 fps: bounded memory)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     stage_ms: dict[str, float] = field(default_factory=dict)  # per-frame means
     detections: int = 0
@@ -102,62 +106,94 @@ class _VideoSink:
 
 def run_live(predictor: Predictor, source: str | int, *, config: LiveConfig | None = None,
              realtime: bool = False, display: bool | None = None, save: str | None = None,
-             jsonl: str | None = None, max_frames: int | None = None, opener: Opener = open_source
-             ) -> LiveSummary:
-    """Run the live loop until the source ends or the user stops it; returns what happened."""
+             jsonl: str | None = None, max_frames: int | None = None, opener: Opener = open_source,
+             queue_size: int = 8) -> LiveSummary:
+    """Run the live loop until the source ends or the user stops it; returns what happened.
+
+    Bad output paths raise OutputError before the source is opened. A failure while processing
+    (detector, model) ends the run with `summary.error` set; the frames written so far are kept.
+    When no frame was written, no output file is published. `queue_size`: decoded frames a file
+    source may queue ahead of processing."""
+    for target in (save, jsonl):
+        if target:
+            check_writable(target)
     show = display_available() if display is None else display
     summary = LiveSummary()
     pipeline = LivePipeline(predictor, config)
     sums: dict[str, float] = {}
     track_ids: set[int] = set()
-    with ExitStack() as stack:
-        capture = stack.enter_context(Capture(source, realtime=realtime, opener=opener))
-        sink = _VideoSink(stack, save, capture.fps or 25.0) if save else None
-        lines: TextIO | None = None
-        if jsonl:
-            lines = stack.enter_context(atomic_open(jsonl, "w", encoding="utf-8"))
-        if show:
-            show = _open_window()
+    try:
+        with ExitStack() as stack:
+            capture = stack.enter_context(Capture(source, realtime=realtime, opener=opener,
+                                                  queue_size=queue_size))
+            sink = _VideoSink(stack, save, capture.fps or 25.0) if save else None
+            lines: TextIO | None = None
+            if jsonl:
+                lines = stack.enter_context(atomic_open(jsonl, "w", encoding="utf-8"))
             if show:
-                stack.callback(cv2.destroyAllWindows)
-        start = time.perf_counter()
-        try:
-            results = stack.enter_context(closing(pipeline.run(capture)))  # stops the detector thread
-            for frame, result in results:
-                t0 = time.perf_counter()
-                draw_live(frame.image, result)
-                result.timings_ms["draw"] = _ms(t0)
-                summary.latencies_ms.append(result.timings_ms["pipeline"] + result.timings_ms["draw"])
-                for key, value in result.timings_ms.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if sink is not None:
-                    sink.write(frame.image)
-                if lines is not None:
-                    lines.write(json.dumps(result.to_dict()) + "\n")
-                track_ids.update(f.track_id for f in result.faces)
-                summary.frames += 1
+                show = _open_window()
                 if show:
-                    cv2.imshow(WINDOW, frame.image)
-                    pressed = cv2.waitKey(1) & 0xFF
-                    if pressed in (ord("q"), 27) or cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
-                        summary.stopped_by = "q"
+                    stack.callback(cv2.destroyAllWindows)
+            start = time.perf_counter()
+            window_seen = False  # macOS reports the window property as -1 always: never "closed" then
+            try:
+                results = stack.enter_context(closing(pipeline.run(capture)))  # stops the detector thread
+                for frame, result in results:
+                    t0 = time.perf_counter()
+                    draw_live(frame.image, result)
+                    result.timings_ms["draw"] = _ms(t0)
+                    summary.latencies_ms.append((time.perf_counter() - frame.stamp) * 1000.0)
+                    for key, value in result.timings_ms.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    if sink is not None:
+                        sink.write(frame.image)
+                    if lines is not None:
+                        lines.write(json.dumps(result.to_dict()) + "\n")
+                    track_ids.update(f.track_id for f in result.faces)
+                    summary.frames += 1
+                    if show:
+                        cv2.imshow(WINDOW, frame.image)
+                        pressed = cv2.waitKey(1) & 0xFF
+                        visible = _window_visible()
+                        window_seen = window_seen or visible
+                        if pressed in (ord("q"), 27) or (window_seen and not visible):
+                            summary.stopped_by = "q"
+                            break
+                    if max_frames is not None and summary.frames >= max_frames:
+                        summary.stopped_by = "max-frames"
                         break
-                if max_frames is not None and summary.frames >= max_frames:
-                    summary.stopped_by = "max-frames"
-                    break
-        except KeyboardInterrupt:  # a clean stop: the ExitStack still closes and publishes every file
-            summary.stopped_by = "interrupt"
-        summary.seconds = time.perf_counter() - start
-        summary.error = capture.error
-        if capture.error and summary.stopped_by == "end":
-            summary.stopped_by = "error"
-        summary.dropped, summary.reopens = capture.dropped, capture.reopens
+            except KeyboardInterrupt:  # a clean stop: the ExitStack still closes and publishes every file
+                summary.stopped_by = "interrupt"
+            except OutputError:
+                raise
+            except Exception as exc:  # the detector or the model failed: keep what was written
+                log.debug("live processing failed", exc_info=True)
+                summary.stopped_by = "error"
+                summary.error = f"processing failed ({type(exc).__name__}): {exc}"
+            summary.seconds = time.perf_counter() - start
+            summary.error = summary.error or capture.error
+            if capture.error and summary.stopped_by == "end":
+                summary.stopped_by = "error"
+            summary.dropped, summary.reopens = capture.dropped, capture.reopens
+            if not summary.frames:
+                if summary.stopped_by in ("end", "error") and not summary.error:
+                    summary.error = f"no frame could be decoded from {source}"
+                raise _Discard  # an empty video would not even play: publish nothing
+    except _Discard:
+        pass
     summary.tracks = len(track_ids)
     summary.stage_ms = {k: v / max(summary.frames, 1) for k, v in sums.items()
                         if k not in ("detect", "detect_async")}  # detection: per call, below
     summary.detections = pipeline.detections
     summary.detect_ms = pipeline.detect_ms_total / max(pipeline.detections, 1)
     return summary
+
+
+def _window_visible() -> bool:
+    try:
+        return cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
+    except cv2.error:  # some backends raise once the window is gone
+        return False
 
 
 def _open_window() -> bool:
