@@ -154,3 +154,21 @@ def test_annotate_keeps_same_named_inputs_apart(tmp_path: Path, astronaut: np.nd
         drawn = np.asarray(Image.open(out / name).convert("RGB"))
         assert drawn.shape == original.shape
         assert np.abs(drawn.astype(int) - original.astype(int)).max() > 100  # a box and a label were drawn
+
+
+def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_onnx_model: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from deepfake_detection.synthetic import moving_face_clip
+
+    for i, sub in enumerate(("a", "b")):
+        moving_face_clip(tmp_path / "in" / sub / "clip.mp4", np.random.default_rng(i), n=8)
+    plots = tmp_path / "plots"
+    args = [str(tmp_path / "in"), "--model", str(tiny_onnx_model), "--frames", "3"]
+    code, records = _run_jsonl([*args, "--plot", str(plots)], tmp_path / "r.jsonl")
+    assert code == 0 and len(records) == 2
+    assert sorted(p.name for p in plots.iterdir()) == ["clip.timeline.png", "clip_2.timeline.png"]
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")  # every plot fails: the results are still all written
+    code, records = _run_jsonl([*args, "--plot", str(blocker)], tmp_path / "r2.jsonl")
+    assert code == 0 and len(records) == 2
+    assert caplog.text.count("no timeline plot for") == 2

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from deepfake_detection.errors import DFDError
 
 if TYPE_CHECKING:
-    from deepfake_detection.infer.results import ImageResult
+    from deepfake_detection.infer.results import ImageResult, VideoResult
 
 log = logging.getLogger("deepfake_detection")
 
@@ -25,7 +25,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from deepfake_detection.infer.results import VideoResult
     from deepfake_detection.infer.writers import ResultWriter, open_output
     from deepfake_detection.io.sources import expand_inputs
-    from deepfake_detection.live.video_verdict import plot_timeline
 
     items = expand_inputs(args.paths)
     if not items:
@@ -39,6 +38,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         predictor.spec = replace(predictor.spec, threshold=args.threshold)
     processed = 0
     annotated: set[str] = set()
+    plotted: set[str] = set()
     show_progress = not args.no_progress and len(items) >= 10
     with open_output(args.output) as stream:
         writer = ResultWriter(stream, args.format)
@@ -50,7 +50,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             processed += result.status != "error"
             if isinstance(result, VideoResult):
                 if args.plot and result.status != "error" and result.path:
-                    plot_timeline(result, Path(args.plot) / (Path(result.path).stem + ".timeline.png"))
+                    _save_plot(result, Path(args.plot), plotted)
             elif args.annotate and result.status != "error" and result.path:
                 _save_annotated(result, result.path, Path(args.annotate), annotated)
         writer.close()
@@ -69,15 +69,31 @@ def _save_annotated(result: ImageResult, path: str, folder: Path, used: set[str]
     folder.mkdir(parents=True, exist_ok=True)
     image = load_image(path)
     out = draw_result(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), result, bgr=True)
-    stem, n = Path(path).stem, 1
-    name = f"{stem}.jpg"
-    while name in used:
-        n += 1
-        name = f"{stem}_{n}.jpg"
-    used.add(name)
     ok, encoded = cv2.imencode(".jpg", out)
     if ok:
-        write_bytes_atomic(folder / name, encoded.tobytes())
+        write_bytes_atomic(folder / _unique_name(path, ".jpg", used), encoded.tobytes())
+
+
+def _save_plot(result: VideoResult, folder: Path, used: set[str]) -> None:
+    """`<video name>.timeline.png` (`_2`, ... for same-named videos); a plot that fails is a warning,
+    never the end of the batch."""
+    from deepfake_detection.live.video_verdict import plot_timeline
+
+    try:
+        plot_timeline(result, folder / _unique_name(result.path or "video", ".timeline.png", used))
+    except Exception as exc:  # an optional extra: no plot for this video, the results go on
+        log.warning("no timeline plot for %s: %s: %s", result.path, type(exc).__name__, exc)
+
+
+def _unique_name(path: str, suffix: str, used: set[str]) -> str:
+    """`<stem><suffix>`, or `<stem>_2<suffix>`, ... when inputs from different folders share a name."""
+    stem, n = Path(path).stem, 1
+    name = f"{stem}{suffix}"
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}{suffix}"
+    used.add(name)
+    return name
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
