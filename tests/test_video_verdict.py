@@ -10,7 +10,7 @@ import pytest
 
 from deepfake_detection.cli import main
 from deepfake_detection.data.blend import self_blend
-from deepfake_detection.data.video import video_info
+from deepfake_detection.data.video import sample_frames, video_info
 from deepfake_detection.faces import create_detector
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import TrackResult
@@ -157,3 +157,50 @@ def test_detect_cli_mixes_images_and_videos(predictor: Predictor, tmp_path: Path
     png = plots / "b_clip.timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in plots.iterdir()) == ["b_clip.timeline.png"]
+
+
+def test_progress_exceptions_propagate(predictor: Predictor, tmp_path: Path) -> None:
+    """A caller cancels by raising from `progress`: the exception reaches it, not an "error" result."""
+    clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(0), n=10)
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done: int, total: int) -> None:
+        if done == 2:
+            raise Cancelled("user cancelled")
+
+    with pytest.raises(Cancelled, match="user cancelled"):
+        predictor.predict_video(clip, frames=4, progress=progress)
+
+
+def _faststart_h264(tmp_path: Path) -> Path:
+    """A 60-frame H.264 clip with its index at the front, so a truncated copy still opens."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(8), n=60, h264=True)
+    out = tmp_path / "faststart.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(clip),
+                    "-c", "copy", "-movflags", "+faststart", str(out)], check=True)
+    return out
+
+
+def test_truncated_video_samples_what_decodes_and_says_so(predictor: Predictor, tmp_path: Path) -> None:
+    whole = _faststart_h264(tmp_path)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.85)])
+    reference = dict(sample_frames(str(whole), count=12))
+    got = list(sample_frames(str(cut), count=12))
+    assert 3 <= len(got) < 12
+    for index, rgb in got:  # each one the frame asked for, not the last good frame repeated
+        assert np.abs(rgb.astype(int) - reference[index].astype(int)).mean() < 3, index
+    result = predictor.predict_video(cut, frames=12)
+    assert result.status == "ok" and result.frames == len(got)
+    data_out = result.to_dict()
+    assert data_out["frames_requested"] == 12 and data_out["frames"] == len(got)
+    assert data_out["warnings"] == [f"only {len(got)} of 12 sampled frames could be decoded"]
+    clean = predictor.predict_video(whole, frames=12).to_dict()
+    assert clean["frames"] == clean["frames_requested"] == 12 and clean["warnings"] == []

@@ -80,25 +80,30 @@ def frame_indices(total: int, *, count: int | None = 32, stride: int | None = No
 def sample_frames(path: str, *, count: int | None = 32, stride: int | None = None,
                   info: VideoInfo | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (frame index, RGB frame) for the sampled frames of a video file (`info`: video_info(path),
-    when the caller has it already)."""
+    when the caller has it already). A frame that cannot be decoded (a damaged or truncated file) is
+    skipped and sampling goes on at the next wanted frame, so fewer frames than wanted may come."""
     info = info or video_info(path)
     wanted = frame_indices(info.frame_count, count=count, stride=stride)
     if not wanted:
         raise CorruptImageError(f"{path}: video has no frames")
     cap = _open(path)
     try:
-        position, produced = 0, 0
+        position, produced, lost = 0, 0, False  # lost: a read failed, the decoder's position is unknown
         for index in wanted:
-            if info.seekable and index - position > _SEEK_GAP:
+            if info.seekable and (lost or index - position > _SEEK_GAP):
                 cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-                position = index
-            while position < index:  # grab() skips colour conversion of unwanted frames
-                if not cap.grab():
-                    break
-                position += 1
-            ok, frame = cap.read()
-            if not ok:
+                position, lost = index, False
+            elif lost:  # without a declared length seeking by frame is not trusted: stop here
                 break
+            while position < index and cap.grab():  # grab() skips colour conversion of unwanted frames
+                position += 1
+            ok, frame = cap.read() if position == index else (False, None)
+            # Past a truncation FFmpeg may "succeed" with the last good frame again: its position tells.
+            if ok and info.seekable and 0 < cap.get(cv2.CAP_PROP_POS_FRAMES) < index - 1:
+                ok = False
+            if not ok:
+                lost = True
+                continue
             position += 1
             produced += 1
             yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

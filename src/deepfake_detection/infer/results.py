@@ -100,6 +100,8 @@ class VideoResult(ImageResult):
     timeline: list[dict[str, float]] = field(default_factory=list)  # {second, fake_probability, faces}
     fps: float | None = None
     duration_s: float | None = None
+    frames_requested: int = 0  # frames sampling asked for; more than `frames` when some did not decode
+    warnings: list[str] = field(default_factory=list)  # what makes the verdict less reliable
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
@@ -109,5 +111,7 @@ class VideoResult(ImageResult):
             "timeline": self.timeline,
             "fps": None if self.fps is None else round(self.fps, 3),
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "frames_requested": self.frames_requested,
+            "warnings": self.warnings,
         })
         return data

@@ -99,10 +99,20 @@ def predict_video(predictor: Predictor, source: str | os.PathLike[str], *, frame
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
     except (ValueError, OSError, cv2.error) as exc:
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+    except _CallbackError as exc:  # the caller's own exception (e.g. a cancel): theirs, unchanged
+        raise exc.original from exc.original.__cause__
     except Exception as exc:  # a bug or an unexpected library error must not stop a batch
         log.exception("unexpected error on %s", shown)
         result.status, result.error = "error", f"internal error ({type(exc).__name__}): {exc}"
     return result
+
+
+class _CallbackError(Exception):
+    """Carries an exception raised by the progress callback past predict_video's broad handlers."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(original)
+        self.original = original
 
 
 def _score(predictor: Predictor, detector: FaceDetector, source: str, result: VideoResult, *,
@@ -159,11 +169,16 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
             flush()
         done += 1
         if progress is not None:
-            progress(done, max(total, done))
+            try:
+                progress(done, max(total, done))
+            except Exception as exc:
+                raise _CallbackError(exc) from exc
         start = time.perf_counter()
     flush()
     timings["total"] = sum(timings.values())
-    result.frames = done
+    result.frames, result.frames_requested = done, total
+    if done < total:  # frames that did not decode: a damaged or truncated file
+        result.warnings.append(f"only {done} of {total} sampled frames could be decoded")
     result.tracks = [
         TrackResult(id=track_id, fake_probability=trimmed_mean(entry.scores), frame_indices=entry.frames,
                     scores=entry.scores, first_box=entry.boxes[0], last_box=entry.boxes[-1],
