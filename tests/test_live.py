@@ -401,3 +401,58 @@ def test_processing_failure_keeps_the_frames_written(predictor: Predictor, two_f
     assert "RuntimeError" in summary.error and "detector crashed" in summary.error
     assert 0 < summary.frames < 40
     assert _count_frames(out) == summary.frames == len(lines.read_text().splitlines())
+
+
+def test_first_detection_of_each_thread_does_not_set_k(predictor: Predictor, two_faces: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each thread's detector is slow once (session creation, warm-up): that run must not raise k.
+    The detector thread creates and warms its detector before its first real detection."""
+    local = threading.local()
+    calls: list[tuple[str, bool]] = []  # (thread, blank warm-up image)
+
+    class SlowOnce:
+        def __init__(self) -> None:
+            self.used = False
+
+        def detect(self, rgb: np.ndarray) -> list[Face]:
+            calls.append((threading.current_thread().name, not rgb.any()))
+            if not self.used:
+                self.used = True
+                time.sleep(0.2)
+            return []
+
+    def worker_detector() -> SlowOnce:
+        if not hasattr(local, "detector"):
+            local.detector = SlowOnce()
+        return local.detector
+
+    monkeypatch.setattr(predictor, "worker_detector", worker_detector)
+    pipeline = LivePipeline(predictor)
+    with Capture(two_faces) as capture:
+        ks = [result.detect_every for _, result in pipeline.run(capture)]
+    worker_calls = [blank for name, blank in calls if name.startswith("dfd-detect")]
+    assert worker_calls[0] and not any(worker_calls[1:])  # warmed on a blank frame first
+    assert pipeline.detections >= 5 and set(ks) == {2}, ks
+
+
+def test_unmatched_tracks_hold_still_and_are_not_rescored(predictor: Predictor, two_faces: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    real = predictor.worker_detector()
+    calls = {"n": 0}
+
+    class Vanishing:  # finds the faces three times, then nothing: as if they had left the frame
+        def detect(self, rgb: np.ndarray) -> list[Face]:
+            calls["n"] += 1
+            return real.detect(rgb) if calls["n"] <= 3 else []
+
+    monkeypatch.setattr(predictor, "worker_detector", lambda: Vanishing())
+    with Capture(two_faces) as capture:
+        results = [r for _, r in LivePipeline(predictor, LiveConfig(async_detect=False)).run(capture)]
+    lost = [f for r in results for f in r.faces if f.lost]
+    assert lost and not any(f.scored for f in lost)
+    for track_id in {f.track_id for f in lost}:
+        mine = [f for f in lost if f.track_id == track_id]
+        assert all(f.box == mine[0].box for f in mine)  # held still, not carried on by the old velocity
+        assert len({f.fake_probability for f in mine}) == 1  # the last smoothed score, kept
+    assert not results[-1].faces  # ended after max_misses detection rounds
+    assert {"lost"} <= set(lost[0].to_dict())

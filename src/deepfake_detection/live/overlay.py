@@ -1,4 +1,5 @@
-"""Live overlay: per track a box, its id, label and smoothed fake probability; FPS in the corner."""
+"""Live overlay: per track a box, its id, label and smoothed fake probability (grey when the last
+detection missed the face); FPS in the corner."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from deepfake_detection.live.pipeline import FrameResult
 
 def draw_live(frame: np.ndarray, result: FrameResult) -> np.ndarray:
     """Draw onto the BGR `frame` in place (it belongs to the pipeline; no copy at 60 fps) and return it."""
-    for face in result.faces:
+    for face in result.faces:  # a face the last detection missed: grey, its last score (it may have left)
         draw_box(frame, face.box, f"#{face.track_id} {face.label} {face.fake_probability:.2f}",
-                 label_colour(face.label, bgr=True))
+                 label_colour(None if face.lost else face.label, bgr=True))
     thickness, scale = line_style(frame)
     text = f"{result.fps:.0f} FPS  {len(result.faces)} face{'s' if len(result.faces) != 1 else ''}"
     cv2.putText(frame, text, (10, 10 + int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),

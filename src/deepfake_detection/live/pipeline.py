@@ -10,6 +10,7 @@ thread; RetinaFace ~11 ms runs on the detector thread every k >= 2 frames; a cro
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,12 +57,13 @@ class LiveFace(FaceResult):
     label: Label | None = None  # smoothed, with hysteresis
     raw_probability: float | None = None  # the latest unsmoothed score
     scored: bool = False  # classified on this frame (False: score carried from an earlier frame)
+    lost: bool = False  # the latest detection did not find it: box held still, score carried, not re-scored
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         raw = None if self.raw_probability is None else round(self.raw_probability, 6)
         data.update({"track_id": self.track_id, "label": self.label, "scored": self.scored,
-                     "raw_probability": raw})
+                     "raw_probability": raw, "lost": self.lost})
         return data
 
 
@@ -114,19 +116,30 @@ class LivePipeline:
         self._frame_ms: float | None = None
         self.detections = 0
         self.detect_ms_total = 0.0  # time spent in the detector, whichever thread ran it
+        self._detect_threads: set[int] = set()  # threads that have run a detection already
 
     # --- stages ---------------------------------------------------------------------------------
 
-    def _detect(self, rgb: np.ndarray) -> tuple[list[Face], float]:
+    def _detect(self, rgb: np.ndarray) -> tuple[list[Face], float, bool]:
+        """(faces, milliseconds, whether this was the calling thread's first detection)."""
+        thread = threading.get_ident()
+        first = thread not in self._detect_threads
+        self._detect_threads.add(thread)
         start = time.perf_counter()
         faces = self.predictor.worker_detector().detect(rgb)[: self.config.max_faces]
-        return faces, _ms(start)
+        return faces, _ms(start), first
 
-    def _apply(self, faces: list[Face], frame_index: int, ms: float) -> None:
+    def _warm_worker(self, shape: tuple[int, ...]) -> None:
+        """The detector thread's first task: create its detector session and run it once on a frame of
+        the source's size (~90 ms), in parallel with the first detection on the main thread, instead
+        of inside the first real detection."""
+        self.predictor.worker_detector().detect(np.zeros(shape, np.uint8))
+
+    def _apply(self, faces: list[Face], frame_index: int, ms: float, first: bool) -> None:
         self.tracker.update(faces, frame_index)
         self.detections += 1
         self.detect_ms_total += ms
-        if self.detections > 1:  # the first run includes the runtime's warm-up
+        if not first:  # a thread's first run includes the runtime's warm-up: it would inflate k for seconds
             self._detect_ms = ms if self._detect_ms is None else 0.7 * self._detect_ms + 0.3 * ms
         alive = {t.id for t in self.tracker.tracks}
         for track_id in [i for i in self._states if i not in alive]:
@@ -146,6 +159,8 @@ class LivePipeline:
         new, moved, overdue = [], [], []
         for track in tracks:
             state = self._states.get(track.id)
+            if track.misses:  # not found by the last detection: its box may be background now
+                continue
             if state is None or state.scored_box is None:
                 new.append(track)
             elif iou(track.box, state.scored_box) < cfg.rescore_iou:
@@ -180,7 +195,7 @@ class LivePipeline:
         """Yield (frame, result) per frame; drawing on `frame.image` afterwards is safe."""
         cfg = self.config
         pool = ThreadPoolExecutor(1, thread_name_prefix="dfd-detect") if cfg.async_detect else None
-        pending: Future[tuple[list[Face], float]] | None = None
+        pending: Future[tuple[list[Face], float, bool]] | None = None
         pending_index = -1
         last_submit = -(10**9)
         last_yield: float | None = None
@@ -190,8 +205,8 @@ class LivePipeline:
                 timings: dict[str, float] = {"capture": frame.read_ms}
                 detected = False
                 if pending is not None and pending.done():
-                    faces, ms = pending.result()
-                    self._apply(faces, pending_index, ms)
+                    faces, ms, first = pending.result()
+                    self._apply(faces, pending_index, ms, first)
                     pending, detected = None, True
                     timings["detect_async"] = ms  # spent on the detector thread, not in this frame
                 # Young tracks (no reliable velocity yet) are re-detected at the fastest rate.
@@ -204,8 +219,10 @@ class LivePipeline:
                     if pool is not None and self.detections:
                         pending, pending_index = pool.submit(self._detect, rgb), frame.index
                     else:  # the first detection is waited for: no empty frames at the start
-                        faces, ms = self._detect(rgb)
-                        self._apply(faces, frame.index, ms)
+                        if pool is not None:
+                            pool.submit(self._warm_worker, rgb.shape)
+                        faces, ms, first = self._detect(rgb)
+                        self._apply(faces, frame.index, ms, first)
                         detected = True
                         timings["detect"] = ms
                 start = time.perf_counter()
@@ -243,5 +260,5 @@ class LivePipeline:
             out.append(LiveFace(box=[float(v) for v in box], detector_score=float(track.face.score),
                                 fake_probability=p, landmarks=None if lm is None else lm.tolist(),
                                 track_id=track.id, label=state.smoother.label, raw_probability=state.raw,
-                                scored=track.id in scored))
+                                scored=track.id in scored, lost=track.misses > 0))
         return out

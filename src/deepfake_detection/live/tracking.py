@@ -2,7 +2,8 @@
 carried between detections with a constant-velocity guess.
 
 OpenCV's correlation trackers cost more per frame at 720p than the detector saves, so between
-detections a track only moves by its last measured velocity; the next detection corrects it.
+detections a track only moves by its last measured velocity; the next detection corrects it. A track
+that a detection did not find stops moving until it is found again (or ends).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class IoUTracker:
                 track.misses += 1
                 if track.misses > self.max_misses:
                     continue
+                track.velocity = np.zeros(4, np.float32)  # unseen: hold it still rather than guess on
             kept.append(track)
         for fi, face in enumerate(faces):  # faces come biggest first: big new faces get tracks first
             if fi not in used_faces and len(kept) < self.max_tracks:
