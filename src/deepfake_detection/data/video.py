@@ -101,7 +101,7 @@ def sample_frames(path: str, *, count: int | None = 32, stride: int | None = Non
             # Past a truncation FFmpeg may "succeed" with the last good frame again: its position tells.
             if ok and info.seekable and 0 < cap.get(cv2.CAP_PROP_POS_FRAMES) < index - 1:
                 ok = False
-            if not ok:
+            if not ok or frame is None:
                 lost = True
                 continue
             position += 1
