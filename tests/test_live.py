@@ -338,6 +338,7 @@ def test_source_without_a_decodable_frame_publishes_nothing(tmp_path: Path) -> N
     summary = run_live(object(), str(clip), display=False, save=str(out), jsonl=str(lines),  # type: ignore[arg-type]
                        opener=lambda source, kind: _FakeCap(0, 0))
     assert summary.frames == 0 and summary.error == f"no frame could be decoded from {clip}"
+    assert summary.stopped_by == "error"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]  # no 0-byte video, no temp files
 
 

@@ -177,7 +177,7 @@ def run_live(predictor: Predictor, source: str | int, *, config: LiveConfig | No
             summary.dropped, summary.reopens = capture.dropped, capture.reopens
             if not summary.frames:
                 if summary.stopped_by in ("end", "error") and not summary.error:
-                    summary.error = f"no frame could be decoded from {source}"
+                    summary.stopped_by, summary.error = "error", f"no frame could be decoded from {source}"
                 raise _Discard  # an empty video would not even play: publish nothing
     except _Discard:
         pass
