@@ -80,10 +80,15 @@ class LiveSummary:
 class _VideoSink:
     """Annotated video written to a temporary file, renamed over the target once closed (playable)."""
 
+    @staticmethod
+    def check(path: str) -> None:
+        """Raise OutputError at once for a video that could not be written at the end."""
+        if Path(path).suffix.lower() not in FOURCC:
+            raise OutputError(f"cannot write video {path}: use one of {', '.join(FOURCC)}")
+        check_writable(path)
+
     def __init__(self, stack: ExitStack, path: str, fps: float) -> None:
         suffix = Path(path).suffix.lower()
-        if suffix not in FOURCC:
-            raise OutputError(f"cannot write video {path}: use one of {', '.join(FOURCC)}")
         self.path, self.fps, self.fourcc = path, fps, FOURCC[suffix]
         self._tmp = stack.enter_context(atomic_path(path, suffix=suffix))
         self._writer: Any = None
@@ -114,9 +119,10 @@ def run_live(predictor: Predictor, source: str | int, *, config: LiveConfig | No
     (detector, model) ends the run with `summary.error` set; the frames written so far are kept.
     When no frame was written, no output file is published. `queue_size`: decoded frames a file
     source may queue ahead of processing."""
-    for target in (save, jsonl):
-        if target:
-            check_writable(target)
+    if save:
+        _VideoSink.check(save)
+    if jsonl:
+        check_writable(jsonl)
     show = display_available() if display is None else display
     summary = LiveSummary()
     pipeline = LivePipeline(predictor, config)
