@@ -204,6 +204,10 @@ class Capture:
         index, start = 0, time.monotonic()
         try:
             while not self._stop.is_set():
+                if self.kind == "file" and self.realtime and self.fps:
+                    # Wait for the frame's time before reading it, as a camera delivers it then: its
+                    # latency starts when it is due, not when it was decoded ahead of the clock.
+                    self._stop.wait(max(0.0, start + index / self.fps - time.monotonic()))
                 t0 = time.perf_counter()
                 try:
                     ok, image = self._cap.read() if self._cap is not None else (False, None)
@@ -221,8 +225,6 @@ class Capture:
                     break
                 if self.kind == "file":
                     t = index / self.fps if self.fps else time.monotonic() - start
-                    if self.realtime:  # keep pace with the clock, as if the file were a camera
-                        self._stop.wait(max(0.0, start + t - time.monotonic()))
                 else:
                     t = time.monotonic() - start
                 self._deliver(Frame(index, image, t, read_ms, stamp=t0))
