@@ -718,3 +718,22 @@ def test_a_wrong_model_stops_start_up_with_a_clear_reason(tmp_path: Path) -> Non
     with pytest.raises(ModelError), TestClient(app):
         pass
     assert app.state.service.startup_error == f"ModelError: model file not found: {tmp_path / 'missing.onnx'}"
+
+
+def test_stream_refuses_pages_from_other_sites(make_client: Any, face_jpeg: bytes) -> None:
+    """Browsers send Origin on WebSockets and CORS does not cover them: a page on another site must
+    not be able to drive a local service's stream."""
+    client = make_client()
+    with pytest.raises(Exception) as refused, client.websocket_connect(
+            "/v1/stream", headers={"origin": "http://evil.example"}) as ws:
+        ws.send_bytes(face_jpeg)  # an accepted stream would answer this (and the test would fail)
+        ws.receive_json()
+    assert getattr(refused.value, "code", None) == 1008
+    for headers in ({"origin": "http://testserver"}, {}):  # the service's own page; a script
+        with client.websocket_connect("/v1/stream", headers=headers) as ws:
+            ws.send_bytes(face_jpeg)
+            assert ws.receive_json()["result"]["status"] == "ok"
+    allowed = make_client(cors=["https://app.example"])
+    with allowed.websocket_connect("/v1/stream", headers={"origin": "https://app.example"}) as ws:
+        ws.send_bytes(face_jpeg)
+        assert ws.receive_json()["result"]["status"] == "ok"

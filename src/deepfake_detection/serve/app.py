@@ -45,6 +45,7 @@ from deepfake_detection.serve.limits import (
     RateLimiter,
     check_api_key,
     check_media_type,
+    check_origin,
     client_host,
 )
 from deepfake_detection.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
@@ -401,6 +402,7 @@ async def _stream(ws: WebSocket, service: Service) -> None:
         (p.removeprefix(STREAM_KEY_PREFIX) for p in offered if p.startswith(STREAM_KEY_PREFIX)), None)
     try:
         service.limiter.check(client_host(ws.scope))  # first: wrong keys use up tokens too
+        check_origin(ws.headers.get("origin"), ws.headers.get("host"), settings.cors)
         check_api_key(settings.api_key_text, key)
     except HTTPException as exc:
         await ws.close(code=1008, reason=str(exc.detail)[:120])

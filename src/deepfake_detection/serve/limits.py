@@ -110,6 +110,20 @@ def client_host(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+def check_origin(origin: str | None, host: str | None, allowed: list[str]) -> None:
+    """403 for a browser page from another site opening the stream (browsers always send Origin on
+    WebSockets, and CORS does not apply to them): only this service's own pages and the configured
+    CORS origins may. Clients that send no Origin (scripts, other services) are not browsers: allowed."""
+    if origin is None:
+        return
+    if origin in allowed or "*" in allowed:
+        return
+    netloc = origin.split("://", 1)[-1].rstrip("/")
+    if host is not None and netloc.lower() == host.lower():
+        return
+    raise HTTPException(403, f"origin {origin[:80]} may not open the stream (configure it with --cors)")
+
+
 def check_api_key(configured: str | None, given: str | None) -> None:
     """401 unless no key is configured or the given one matches (constant-time comparison)."""
     if configured is None:
