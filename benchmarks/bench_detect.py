@@ -38,7 +38,7 @@ def _percentiles(samples_ms: list[float]) -> str:
 def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model: str | None) -> None:
     """One request at a time (a photo, a webcam frame): batch-1 classification and the whole pipeline,
     with ONNX Runtime (what `dfd detect` uses) and with eager PyTorch (the plain approach)."""
-    from deepfake_detection.infer.backends import load_backend
+    from deepfake_detection.infer.backends import crop_probabilities, load_backend
     from deepfake_detection.infer.bundled import default_model_path
 
     onnx_path = Path(model) if model else default_model_path()
@@ -48,8 +48,6 @@ def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model
         backends["PyTorch eager"] = load_backend(torch_path, kind="torch")
     print("\nbatch 1 (one crop or one photo per call)")
     for name, backend in backends.items():
-        from deepfake_detection.infer.backends import crop_probabilities
-
         times = []
         for i in range(230):
             start = time.perf_counter()

@@ -24,30 +24,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from deepfake_detection.data.manifest import read_manifest, write_manifest
+from deepfake_detection.data.manifest import write_manifest
+from deepfake_detection.train.data import load_manifests
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap")
 
 
-def _read_absolute(manifest: Path) -> pd.DataFrame:
-    """The manifest with absolute crop paths (they are relative to the manifest's own folder)."""
-    df = read_manifest(manifest)
-    root = manifest.resolve().parent
-    df["crop_path"] = [str(root / c) for c in df["crop_path"]]
-    return df
-
-
 def _without_method(manifest: Path, method: str, out: Path) -> Path:
-    df = _read_absolute(manifest)
+    df = load_manifests([manifest])  # crop paths made absolute: the copy lives elsewhere
     keep = ~((df["method"] == method) & (df["label"] == 1) & df["split"].isin(["train", "val"]))
     write_manifest(df[keep].reset_index(drop=True), out)
     return out
 
 
 def _held_out(manifest: Path, out: Path) -> Path:
-    df = _read_absolute(manifest)
+    df = load_manifests([manifest])  # crop paths made absolute: the copy lives elsewhere
     held = df[df["split"].isin(["val", "test"])].copy()
     held["split"] = "test"
     write_manifest(held.reset_index(drop=True), out)

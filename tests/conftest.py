@@ -38,3 +38,18 @@ def tiny_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = create_model("custom_cnn").eval()
     spec = default_spec("custom_cnn", name="test-cnn")
     return export_onnx(model, spec, tmp_path_factory.mktemp("model") / "test-cnn.onnx")
+
+
+@pytest.fixture()
+def hide_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import ray` fail, as on an install without the `distributed` extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kwargs: object) -> object:
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)

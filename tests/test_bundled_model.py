@@ -11,6 +11,7 @@ import pytest
 
 from deepfake_detection.cli import main as dfd_main
 from deepfake_detection.errors import ModelError
+from deepfake_detection.faces import crop_faces
 from deepfake_detection.infer.backends import load_backend
 from deepfake_detection.infer.bundled import default_model_path, verify_checksum
 from deepfake_detection.infer.predictor import Predictor
@@ -70,8 +71,6 @@ def test_onnx_and_pytorch_agree_on_the_bundled_model(predictor: Predictor) -> No
     for name in ("astronaut", "grace_hopper", "astronaut_selfblended"):
         image = load_image(SAMPLES / f"{name}.jpg")
         face = predictor.detector.detect(image)[0]
-        from deepfake_detection.faces import crop_faces
-
         crops += crop_faces(image, [face], onnx.spec.input_size, onnx.spec.crop)
     rng = np.random.default_rng(0)
     crops.append(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
@@ -111,3 +110,22 @@ def test_metrics_file_describes_the_shipped_model(predictor: Predictor) -> None:
     for part in (metrics["training"], metrics["test_evaluation"]):
         assert part["threshold"] == pytest.approx(predictor.spec.threshold)
         assert part["temperature"] == pytest.approx(predictor.spec.temperature)
+
+
+def test_bundled_model_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checksum check's digest is the one results report: the 13 MB file is read once at load."""
+    import deepfake_detection.infer.backends as backends
+    import deepfake_detection.infer.bundled as bundled
+
+    hashed: list[Path] = []
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path))
+        return real(path)
+
+    real = bundled.sha256_file
+    monkeypatch.setattr(bundled, "sha256_file", counting)
+    monkeypatch.setattr(backends, "sha256_file", counting)
+    predictor = Predictor.load()
+    assert predictor.model_info["sha256"] == (MODELS / "default.onnx.sha256").read_text().split()[0]
+    assert hashed == [MODELS / "default.onnx"]

@@ -47,19 +47,10 @@ def test_ray_tasks_give_the_manifest_of_local_processes(tmp_path: Path) -> None:
         assert (tmp_path / "ray" / crop).read_bytes() == (tmp_path / "local" / crop).read_bytes()
 
 
-def test_ray_address_without_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+def test_ray_address_without_ray_says_how_to_install(request: pytest.FixtureRequest, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
     root = _dataset(tmp_path / "data", n_per_class=1)
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+    request.getfixturevalue("hide_ray")  # after the dataset is made: only the command runs without Ray
     assert main(["prepare", str(root), "--out", str(tmp_path / "o"), "--ray-address", "local",
                  "--no-progress"]) == 2
     assert "pip install 'deepfake-detection[distributed]'" in capsys.readouterr().err

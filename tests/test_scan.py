@@ -3,7 +3,6 @@ URIs, every input exactly once when a classifier actor dies mid-scan, and the mi
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 from pathlib import Path
@@ -279,16 +278,8 @@ def test_prepared_images_cross_the_stage_boundary_intact() -> None:
     assert e.error == "ImageError: bad" and e.image_size is None and e.whole_image is None
 
 
-def test_without_ray_scan_says_how_to_install(monkeypatch: pytest.MonkeyPatch, scenes: Path, tmp_path: Path,
+def test_without_ray_scan_says_how_to_install(scenes: Path, hide_ray: None, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
     assert main(["scan", str(scenes), "-o", str(tmp_path / "r.parquet")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'deepfake-detection[distributed]'" in err and "Traceback" not in err

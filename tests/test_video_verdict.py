@@ -139,6 +139,38 @@ def test_a_given_detector_replaces_the_shared_one(predictor: Predictor, tmp_path
     assert result.status == "no_face" and result.frames == 3 and not result.tracks
 
 
+def test_whole_frames_are_scored_in_batches_and_only_while_no_face_is_seen(
+        predictor: Predictor, tmp_path: Path) -> None:
+    """A model with a whole-frame score: a face-free video gets it (frames scored in batches, not one
+    by one); once a face is seen the whole-frame scores are neither needed nor computed."""
+    from dataclasses import replace
+
+    real = predictor.worker_detector()
+    calls = {"detect": 0, "scored": []}
+
+    class FacesFromThirdFrame:
+        def detect(self, image: np.ndarray) -> list[object]:
+            calls["detect"] += 1
+            return real.detect(image) if calls["detect"] >= 3 else []
+
+    class NoFaces:
+        def detect(self, image: np.ndarray) -> list[object]:
+            return []
+
+    model = Predictor(predictor.backend, predictor.detector, batch_size=4)
+    model.spec = replace(model.spec, whole_image=True)
+    scored = model.probabilities
+    model.probabilities = lambda crops: (calls["scored"].append(len(crops)), scored(crops))[1]  # type: ignore
+    clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(1), n=12)
+    result = model.predict_video(clip, frames=10, detector=NoFaces())  # type: ignore[arg-type]
+    assert result.status == "no_face" and result.fake_probability is not None
+    assert calls["scored"] == [4, 4, 2]  # 10 frames in batches of 4
+    calls["scored"].clear()
+    result = model.predict_video(clip, frames=10, detector=FacesFromThirdFrame())  # type: ignore[arg-type]
+    assert result.status == "ok" and result.tracks
+    assert sum(calls["scored"]) == sum(len(t.scores) for t in result.tracks)  # face crops only
+
+
 def test_detect_cli_mixes_images_and_videos(predictor: Predictor, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     moving_face_clip(folder / "b_clip.mp4", np.random.default_rng(4), n=20)

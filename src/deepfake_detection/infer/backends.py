@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -52,11 +51,13 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(
-        self, path: str | os.PathLike[str], *, threads: int | None = None, providers: list[str] | None = None
+        self, path: str | os.PathLike[str], *, threads: int | None = None, providers: list[str] | None = None,
+        sha256: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
+        self._sha256 = sha256  # known when the file was just checked against its sidecar
         if not self.path.is_file():
             raise ModelError(f"ONNX model file not found: {self.path}")
         opts = ort_session_options(threads)
@@ -74,9 +75,11 @@ class OnnxBackend:
         self._input = self._session.get_inputs()[0].name
         self._outputs = [self._session.get_outputs()[0].name]
 
-    @cached_property
+    @property
     def sha256(self) -> str:  # lazy: hashing VGG16 (530 MB) costs ~1 s and is rarely needed
-        return sha256_file(self.path)
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.path)
+        return self._sha256
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         out = self._session.run(self._outputs, {self._input: _check_batch(batch, self.spec)})[0]
@@ -95,11 +98,12 @@ class TorchBackend:
         self.sha256 = sha256
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> TorchBackend:
+    def from_file(cls, path: str | os.PathLike[str], *, device: str = "cpu", sha256: str | None = None
+                  ) -> TorchBackend:
         from deepfake_detection.models.files import load_model_file
 
         model, spec = load_model_file(path)
-        return cls(model, spec, device=device, sha256=sha256_file(path))
+        return cls(model, spec, device=device, sha256=sha256 or sha256_file(path))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -139,15 +143,22 @@ def _resolve(path: Path, kind: str) -> tuple[Path, str]:
 
 def load_backend(
     path: str | os.PathLike[str], kind: Literal["auto", "onnx", "torch"] = "auto", *,
-    threads: int | None = None, device: str = "cpu",
+    threads: int | None = None, device: str = "cpu", require_checksum: bool = False,
 ) -> Backend:
     """.onnx -> OnnxBackend, .safetensors -> TorchBackend. 'auto' with a stem or a .safetensors path
     prefers the sibling .onnx (faster on CPU) when it exists and is not older than the weights.
-    `threads` sizes ONNX Runtime (default: all cores); `device` places a PyTorch model."""
+    `threads` sizes ONNX Runtime (default: all cores); `device` places a PyTorch model.
+    The file actually loaded is checked against its `<file>.sha256` sidecar when it has one (required
+    with `require_checksum`, as for the bundled model); the digest is kept, so it is hashed once."""
+    from deepfake_detection.infer.bundled import checksum_sidecar, verify_checksum
+
     chosen, resolved = _resolve(Path(path), kind)
+    digest = None
+    if require_checksum or checksum_sidecar(chosen).exists():
+        digest = verify_checksum(chosen, required=require_checksum)
     if resolved == "onnx":
-        return OnnxBackend(chosen, threads=threads)
-    return TorchBackend.from_file(chosen, device=device)
+        return OnnxBackend(chosen, threads=threads, sha256=digest)
+    return TorchBackend.from_file(chosen, device=device, sha256=digest)
 
 
 def crop_probabilities(backend: Backend, crops: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:

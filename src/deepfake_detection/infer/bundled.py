@@ -31,10 +31,14 @@ def default_model_path() -> Path:
     return path
 
 
+def checksum_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def verify_checksum(path: Path, *, required: bool = False) -> str:
     """Return the file's sha256; compare it with `<file>.sha256` when that sidecar exists."""
     digest = sha256_file(path)
-    sidecar = path.with_name(path.name + ".sha256")
+    sidecar = checksum_sidecar(path)
     if sidecar.exists():
         expected = sidecar.read_text(encoding="ascii").split()[0].strip().lower()
         if digest != expected:
@@ -46,5 +50,5 @@ def verify_checksum(path: Path, *, required: bool = False) -> str:
 
 def write_checksum(path: Path) -> str:
     digest = sha256_file(path)
-    write_text_atomic(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n", encoding="ascii")
+    write_text_atomic(checksum_sidecar(path), f"{digest}  {path.name}\n", encoding="ascii")
     return digest

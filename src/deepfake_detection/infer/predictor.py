@@ -24,7 +24,7 @@ import numpy as np
 from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, create_detector, crop_faces
 from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
-from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+from deepfake_detection.infer.bundled import default_model_path
 from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, load_image
 from deepfake_detection.io.sources import InputItem
@@ -144,9 +144,7 @@ class Predictor:
              batch_size: int = 32) -> Predictor:
         """Load a model file (None: the bundled default, checksum-verified) and a face detector."""
         model_path = default_model_path() if path is None else Path(path)
-        if model_path.suffix in {".onnx", ".safetensors"} and model_path.exists():
-            verify_checksum(model_path, required=path is None)
-        model = load_backend(model_path, kind=backend)  # type: ignore[arg-type]
+        model = load_backend(model_path, kind=backend, require_checksum=path is None)  # type: ignore[arg-type]
         options = dict(detector_options or {})
 
         def one_thread_detector() -> FaceDetector:

@@ -131,11 +131,16 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
     tracker = IoUTracker(iou_threshold=0.1, max_misses=2)
     tracks: dict[int, _TrackScores] = defaultdict(_TrackScores)
     pending: list[tuple[int, int, np.ndarray]] = []  # (track id, frame index, crop)
+    # Whole-frame scores matter only for a video where no face is ever found: kept (and scored in
+    # batches) only until the first face appears, then dropped.
     whole: list[float] = []
+    whole_pending: list[np.ndarray] = []
     timings = result.timings_ms
     spec = predictor.spec
 
     def flush() -> None:
+        if not pending:
+            return
         start = time.perf_counter()
         probs = predictor.probabilities([crop for _, _, crop in pending])
         timings["classify"] = timings.get("classify", 0.0) + _ms(start)
@@ -144,6 +149,11 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
             entry.frames.append(index)
             entry.scores.append(float(p))
         pending.clear()
+
+    def flush_whole() -> None:
+        if whole_pending:
+            whole.extend(float(p) for p in predictor.probabilities(whole_pending))
+            whole_pending.clear()
 
     done = 0
     start = time.perf_counter()
@@ -161,12 +171,16 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
             if entry.best is None or track.face.score > entry.best.score:
                 entry.best = track.face
             pending.append((track.id, index, crop_face(rgb, track.face, spec.input_size, spec.crop)))
-        if not faces and spec.whole_image:
-            small = cv2.resize(rgb, (spec.input_size,) * 2, interpolation=cv2.INTER_AREA)
-            whole.append(float(predictor.probabilities([small])[0]))
+        if tracks:
+            whole.clear()
+            whole_pending.clear()
+        elif not faces and spec.whole_image:
+            whole_pending.append(cv2.resize(rgb, (spec.input_size,) * 2, interpolation=cv2.INTER_AREA))
         timings["crop"] = timings.get("crop", 0.0) + _ms(start)
         if len(pending) >= predictor.batch_size:
             flush()
+        if len(whole_pending) >= predictor.batch_size:
+            flush_whole()
         done += 1
         if progress is not None:
             try:
@@ -175,6 +189,7 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
                 raise _CallbackError(exc) from exc
         start = time.perf_counter()
     flush()
+    flush_whole()
     timings["total"] = sum(timings.values())
     result.frames, result.frames_requested = done, total
     if done < total:  # frames that did not decode: a damaged or truncated file

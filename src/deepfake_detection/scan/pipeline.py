@@ -90,12 +90,11 @@ class ScanSummary:
 def _model_file(config: ScanConfig) -> tuple[str, Any]:
     """The model path the actors load, checked here first (a bad --model fails before Ray starts)."""
     from deepfake_detection.infer.backends import load_backend
-    from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+    from deepfake_detection.infer.bundled import default_model_path
 
     path = default_model_path() if config.model is None else Path(config.model)
-    if path.suffix in {".onnx", ".safetensors"} and path.exists():
-        verify_checksum(path, required=config.model is None)
-    backend = load_backend(path, config.backend, threads=1)  # type: ignore[arg-type]
+    backend = load_backend(path, config.backend, threads=1,  # type: ignore[arg-type]
+                           require_checksum=config.model is None)
     return str(path.resolve()), backend.spec
 
 
