@@ -136,7 +136,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         stride=args.stride, faces=args.faces, cropped=args.cropped, detector=args.detector,
         ratios=tuple(args.ratios), seed=args.seed, leave_out_method=args.leave_out_method,
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
-        chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68,
+        chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68, pad=args.pad,
     )
     from deepfake_detection.errors import MissingExtraError
 
@@ -167,12 +167,15 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepfake_detection.evaluate.run import ROBUSTNESS_DEFAULT, evaluate_model
+    from deepfake_detection.evaluate.run import PRODUCT_ROBUSTNESS, ROBUSTNESS_DEFAULT, evaluate_model
 
-    robustness = () if args.no_robustness else ROBUSTNESS_DEFAULT
+    # Product mode re-runs detection for each perturbation: the three that the bars name, not all ten.
+    sweep = PRODUCT_ROBUSTNESS if args.mode == "product" else ROBUSTNESS_DEFAULT
+    robustness: tuple[str, ...] = () if args.no_robustness else sweep
     split = None if args.split == "all" else args.split
     results = evaluate_model(args.model, args.data, args.out, split=split, robustness=robustness,
-                             n_boot=args.bootstrap)
+                             n_boot=args.bootstrap, mode=args.mode, frames=args.frames,
+                             video_frames=args.video_frames, progress=not args.no_progress)
     frame, video = results["frame"]["at_threshold"], (results.get("video") or {}).get("at_threshold", {})
     ci = results["frame"].get("auc_ci")
     print(f"frames {results['data']['n_frames']}: AUC {frame['auc']:.4f} (95% CI {ci}), "
@@ -308,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")
     prep.add_argument("--layout", default="auto", help="auto, folders, ffpp, dfdc, celebdf, csv")
     prep.add_argument("--cropped", action="store_true", help="inputs are face crops already: no detection")
+    prep.add_argument("--pad", type=float, default=0.0,
+                      help="tight face crops: pad images with black borders of PAD x their side before "
+                           "detection, so the crop protocol's margin fits (e.g. 0.3)")
     prep.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced")
     prep.add_argument("--stride", type=int, help="take every N-th video frame instead of --frames")
     prep.add_argument("--faces", choices=("biggest", "all"), default="biggest")
@@ -342,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--no-robustness", action="store_true", help="skip the JPEG/blur/resize/noise sweep")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for AUC intervals")
+    ev.add_argument("--mode", choices=("product", "crops"), default="product",
+                    help="product: the split's source files through decode, detect, crop, classify (what "
+                         "users get); crops: the stored crops only (fast, classifier alone)")
+    ev.add_argument("--frames", type=int, default=16, help="product mode: frames per video for frame metrics")
+    ev.add_argument("--video-frames", type=int, default=32,
+                    help="product mode: frames per video for the video verdict (as dfd detect)")
+    ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
     cmp = sub.add_parser("compare", help="one table across `dfd evaluate` report folders")

@@ -30,7 +30,11 @@ _TYPES: dict[str, pa.DataType] = {
     "landmarks68": _FLOATS, "det_score": pa.float64(), "label": pa.int64(), "method": pa.string(),
     "dataset": pa.string(), "group": pa.string(), "split": pa.string(), "content_hash": pa.string(),
     "phash": pa.int64(), "crop_size": pa.int64(), "crop_protocol": pa.int64(),
+    "crop_scale": pa.float64(), "crop_align": pa.bool_(), "crop_detector": pa.string(),
 }
+# Columns added after manifests were first written: filled with these when absent, so older manifests
+# still read (their protocol is v1 with the default scale; the detector was not recorded).
+_ADDED_COLUMNS: dict[str, object] = {"crop_scale": 1.3, "crop_align": False, "crop_detector": "unknown"}
 MANIFEST_SCHEMA = pa.schema([(c, _TYPES[c]) for c in MANIFEST_COLUMNS])
 _LIST_COLUMNS = ("box", "landmarks", "landmarks68")
 
@@ -57,6 +61,8 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
             out[c] = pd.Series([_float_array(v) for v in out[c]], index=out.index, dtype=object)
         elif pa.types.is_string(t):
             out[c] = out[c].astype("str")
+        elif pa.types.is_boolean(t):
+            out[c] = out[c].astype(bool)
         elif pa.types.is_integer(t):
             out[c] = out[c].astype(np.int64)
         else:
@@ -94,5 +100,8 @@ def read_manifest(path: Path | str) -> pd.DataFrame:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise DatasetError(f"{path}: cannot read manifest ({e})") from None
+    for column, default in _ADDED_COLUMNS.items():
+        if column not in table.column_names:
+            table = table.append_column(column, pa.array([default] * table.num_rows, _TYPES[column]))
     _check_columns(table.column_names, str(path))
     return _typed(table.to_pandas())

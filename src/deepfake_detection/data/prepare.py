@@ -46,6 +46,10 @@ class PrepareConfig:
     stride: int | None = None  # every N-th frame instead of `frames`
     faces: Literal["biggest", "all"] = "biggest"
     cropped: bool = False  # inputs are face crops already: no detection
+    # Tight face crops (the face fills the image, as in FF++ crop releases): pad each image with black
+    # borders of `pad` x its longer side before detection, so the detector sees a whole face and the
+    # crop protocol's margin is black beyond the original picture, as at a frame's edge.
+    pad: float = 0.0
     landmarks68: bool = False  # also store dlib's 68 points (self-blending masks follow the jaw)
     detector: str = "auto"
     max_side: int = 640
@@ -70,7 +74,7 @@ class PrepareConfig:
     def work_key(self) -> dict[str, Any]:
         """The settings that change crops: a resumed run must use the same ones."""
         keys = ("crop_size", "crop_scale", "align", "frames", "stride", "faces", "cropped", "detector",
-                "max_side", "min_face", "jpeg_quality", "layout", "landmarks68")
+                "max_side", "min_face", "jpeg_quality", "layout", "landmarks68", "pad")
         return {**{k: getattr(self, k) for k in keys}, "chunk_size": self.sources_per_chunk}
 
 
@@ -134,7 +138,15 @@ def _frames(item: SourceItem, config: PrepareConfig) -> Iterator[tuple[int, np.n
     if item.kind == "video":
         yield from sample_frames(item.path, count=config.frames, stride=config.stride)
     else:
-        yield 0, load_image(item.path)
+        yield 0, pad_image(load_image(item.path), config.pad)
+
+
+def pad_image(image: np.ndarray, pad: float) -> np.ndarray:
+    """`image` inside black borders of `pad` x its longer side (PrepareConfig.pad); as is for pad 0."""
+    if pad <= 0:
+        return image
+    p = round(pad * max(image.shape[:2]))
+    return cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
 def _to_crop(points: np.ndarray, m: np.ndarray) -> list[float]:
@@ -149,6 +161,8 @@ def _process_source(item: SourceItem, result: ChunkResult) -> None:
     config: PrepareConfig = _WORKER["config"]
     out: Path = _WORKER["out"]
     size = config.crop_size
+    # The registry name of the detector actually built ("auto" may have fallen back to haar).
+    detector_name = "none" if config.cropped else _WORKER["detector"].name
     found = 0
     for frame_index, frame in _frames(item, config):
         result.frames += 1
@@ -176,7 +190,8 @@ def _process_source(item: SourceItem, result: ChunkResult) -> None:
                 face_index=face_index, box=[round(float(v), 1) for v in face.box], landmarks=landmarks,
                 det_score=round(float(face.score), 4), label=item.label, method=item.method,
                 dataset=item.dataset, group=item.group, content_hash=digest, phash=perceptual_hash(crop),
-                crop_size=size, crop_protocol=config.protocol.version, split=item.official_split or "",
+                crop_size=size, crop_protocol=config.protocol.version, crop_scale=config.crop_scale,
+                crop_align=config.align, crop_detector=detector_name, split=item.official_split or "",
                 landmarks68=landmarks68,
             ))
             found += 1

@@ -45,8 +45,13 @@ class Layout(Protocol):
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "crop_path", "source_path", "source_id", "frame_index", "face_index", "box", "landmarks", "landmarks68",
     "det_score", "label", "method", "dataset", "group", "split", "content_hash", "phash", "crop_size",
-    "crop_protocol",
+    "crop_protocol", "crop_scale", "crop_align", "crop_detector",
 )
+# The crop protocol columns (models.spec.CropProtocol + crop_size): a manifest whose rows disagree on
+# them mixes crops made differently, which training refuses. Manifests written before these columns
+# existed read as protocol v1 defaults with an unknown detector.
+CROP_PROTOCOL_COLUMNS: tuple[str, ...] = ("crop_protocol", "crop_scale", "crop_align", "crop_detector",
+                                          "crop_size")
 
 
 @dataclass
@@ -67,5 +72,8 @@ class CropRecord:
     phash: int  # 64-bit perceptual hash (data.dedup.perceptual_hash), as a signed int64
     crop_size: int
     crop_protocol: int
+    crop_scale: float = 1.3
+    crop_align: bool = False
+    crop_detector: str = "unknown"  # the registry name of the detector that made the box
     split: str = ""  # filled at finalisation
     landmarks68: list[float] | None = field(default=None)

@@ -20,14 +20,15 @@ __all__ = ["evaluate_level", "evaluate_predictions", "make_plots"]
 
 
 def evaluate_level(
-    labels: Any, scores: Any, threshold: float, *, groups: Any = None, n_boot: int = 1000, seed: int = 0
+    labels: Any, scores: Any, threshold: float, *, groups: Any = None, n_boot: int = 1000, seed: int = 0,
+    cluster_name: str = "source_id",
 ) -> dict[str, Any]:
     """``{"at_threshold", "at_0.5", "auc_ci", "ci_method"}`` for one level (frames or videos)."""
     at_thr = summarize(labels, scores, threshold)
     ci = None
     if n_boot > 0 and at_thr["auc"] is not None:
         ci = list(bootstrap_auc_ci(labels, scores, groups=groups, n=n_boot, seed=seed))
-    method = "cluster bootstrap over source_id" if groups is not None else "bootstrap over samples"
+    method = f"cluster bootstrap over {cluster_name}" if groups is not None else "bootstrap over samples"
     return {"at_threshold": at_thr, "at_0.5": summarize(labels, scores, 0.5), "auc_ci": ci,
             "ci_method": f"95% percentile {method}, n={n_boot}" if ci else None}
 
@@ -41,19 +42,23 @@ def evaluate_predictions(
     score_col: str = "score",
     n_boot: int = 1000,
     seed: int = 0,
+    cluster_col: str = "source_id",
 ) -> dict[str, Any]:
     """Frame and video metrics, per method and per dataset, in the ``report.py`` layout.
 
-    Frame-level CIs resample whole sources (cluster bootstrap); video-level CIs resample videos.
+    Frame-level CIs resample whole clusters (`cluster_col`: sources, or identity groups, which are
+    stricter: frames of one person are not independent); video-level CIs resample videos.
     ``threshold`` and ``temperature`` must come from validation data, never from ``df``.
     """
     groups = df["source_id"].to_numpy() if "source_id" in df.columns else None
+    clusters = df[cluster_col].to_numpy() if cluster_col in df.columns else groups
     results: dict[str, Any] = {
         "model": dict(model or {}),
         "threshold": float(threshold),
         "temperature": float(temperature),
-        "frame": evaluate_level(df["label"], df[score_col], threshold, groups=groups, n_boot=n_boot,
-                                seed=seed),
+        "frame": evaluate_level(df["label"], df[score_col], threshold, groups=clusters, n_boot=n_boot,
+                                seed=seed, cluster_name=cluster_col if cluster_col in df.columns
+                                else "source_id"),
         "video": None,
         "per_method": {},
         "per_dataset": {},

@@ -2,6 +2,11 @@
 
 Evaluation never fits anything on the evaluated data: the threshold and temperature come from the
 model's ModelSpec, where training put the values fitted on validation data.
+
+Two modes. `product` (the default) scores the manifest's source files through the product's own path
+(evaluate/product_path.py: decode, detect, crop, classify; videos also get `dfd detect`'s video
+verdict), so the figures are the ones users get. `crops` scores the stored crops (fast: no decoding
+or detection) and says so in its report; it measures the classifier alone.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from deepfake_detection.infer.backends import Backend, crop_probabilities, load_
 
 log = logging.getLogger(__name__)
 
+PRODUCT_ROBUSTNESS = ("jpeg50", "blur1", "down0.5")
 ROBUSTNESS_DEFAULT = ("jpeg90", "jpeg70", "jpeg50", "jpeg30", "blur1", "blur2", "blur3", "down0.5",
                       "down0.25", "noise")
 
@@ -64,8 +70,12 @@ def _model_info(path: Path, backend: Backend) -> dict[str, Any]:
 
 
 def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, split: str | None = "test",
-                   robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000) -> dict[str, Any]:
+                   robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000,
+                   mode: str = "product", frames: int = 16, video_frames: int = 32,
+                   progress: bool = False) -> dict[str, Any]:
     """Evaluate a model on a manifest's split (or all rows of a folder) and write the report."""
+    if mode not in ("product", "crops"):
+        raise DFDError(f"evaluation mode must be 'product' or 'crops', not {mode!r}")
     from deepfake_detection.data.manifest import read_manifest
     from deepfake_detection.evaluate.metrics import summarize
     from deepfake_detection.evaluate.pipeline import evaluate_predictions, make_plots
@@ -84,13 +94,25 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
         raise DFDError(f"{data_path}: the evaluated set needs both real and fake samples "
                        f"(split={split!r}: {len(df)} rows)")
     perturbed: dict[str, np.ndarray] = {}
-    if root is not None:
+    path_scores = None
+    if root is not None and mode == "crops":
         df, perturbed = score_manifest(backend, df, root, perturbations=robustness)
+    elif root is not None:
+        path_scores = _score_product_path(model_path, df, data_path, robustness=robustness, frames=frames,
+                                          video_frames=video_frames, progress=progress)
+        df, perturbed = path_scores.frames, path_scores.perturbed
+        if df.empty or df["label"].nunique() < 2:
+            raise DFDError(f"{data_path}: fewer than two classes with a detected face in split {split!r}")
     spec = backend.spec
+    cluster = "group" if path_scores is not None else "source_id"
     results = evaluate_predictions(df, threshold=spec.threshold, temperature=spec.temperature,
-                                   model=_model_info(model_path, backend), n_boot=n_boot)
+                                   model=_model_info(model_path, backend), n_boot=n_boot, cluster_col=cluster)
     results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),
-                       "n_videos": int(df["source_id"].nunique())}
+                       "n_videos": int(df["source_id"].nunique()),
+                       "mode": "product path (decode, detect, crop, classify)" if mode == "product"
+                       else "stored crops (classifier only; not the product's path)"}
+    if path_scores is not None:
+        _add_product_videos(results, path_scores, spec.threshold, n_boot)
     if perturbed:
         labels = df["label"].to_numpy()
         results["robustness"] = robustness_table(labels, df["score"].to_numpy(), perturbed)
@@ -103,6 +125,44 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
         out_dir / "scores.csv", index=False)
     write_report(results, out_dir, title=f"Evaluation of {results['model']['name']}")
     return results
+
+
+def _score_product_path(model_path: Path, df: pd.DataFrame, manifest: Path, *, robustness: Sequence[str],
+                        frames: int, video_frames: int, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    from deepfake_detection.evaluate.product_path import score_sources, source_padding
+    from deepfake_detection.infer.predictor import Predictor
+
+    predictor = Predictor.load(model_path)
+    bar = tqdm(total=int(df["source_id"].nunique()), unit="src", desc="evaluate", disable=not progress)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        return score_sources(predictor, df, pad=source_padding(manifest), frames=frames,
+                             video_frames=video_frames, perturbations=robustness, progress=advance)
+    finally:
+        bar.close()
+
+
+def _add_product_videos(results: dict[str, Any], scores: Any, threshold: float, n_boot: int) -> None:
+    """Video level = `dfd detect`'s verdict per video (not a mean of frames), and what had no face."""
+    from deepfake_detection.evaluate.metrics import breakdown
+    from deepfake_detection.evaluate.pipeline import evaluate_level
+
+    videos = scores.videos
+    results["video"] = None
+    if len(videos) and videos["label"].nunique() == 2:
+        results["video"] = evaluate_level(videos["label"], videos["score"], threshold, n_boot=n_boot,
+                                          groups=videos["group"].to_numpy(), cluster_name="group")
+        for col, key in (("method", "per_method"), ("dataset", "per_dataset")):
+            results[key]["video"] = breakdown(videos, col, score_col="score", threshold=threshold,
+                                              group_col=None)
+    results["data"]["n_video_verdicts"] = len(videos)
+    results["data"]["no_face_sources"] = len(scores.no_face)
+    results["data"]["unreadable_sources"] = scores.errors
 
 
 def _folder_frame(folder: Path, model_path: Path) -> pd.DataFrame:

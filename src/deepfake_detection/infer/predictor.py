@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from deepfake_detection.errors import DFDError
-from deepfake_detection.faces import Face, FaceDetector, create_detector, crop_faces
+from deepfake_detection.faces import Face, FaceDetector, available_detectors, create_detector, crop_faces
+from deepfake_detection.faces.base import DEFAULT_DETECTOR
 from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
 from deepfake_detection.infer.bundled import default_model_path
 from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult
@@ -142,10 +143,18 @@ class Predictor:
     def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "auto",
              detector: str = "auto", detector_options: dict[str, Any] | None = None,
              batch_size: int = 32) -> Predictor:
-        """Load a model file (None: the bundled default, checksum-verified) and a face detector."""
+        """Load a model file (None: the bundled default, checksum-verified) and a face detector.
+        detector "auto": the one the model's training crops were made with (its crop protocol), else
+        the default; another detector works but frames faces differently, so it is logged."""
         model_path = default_model_path() if path is None else Path(path)
         model = load_backend(model_path, kind=backend, require_checksum=path is None)  # type: ignore[arg-type]
         options = dict(detector_options or {})
+        trained_on = model.spec.crop.detector
+        if detector == "auto" and trained_on != DEFAULT_DETECTOR and trained_on in available_detectors():
+            detector = trained_on
+        elif detector not in ("auto", trained_on):
+            log.warning("model %s was trained on %s face boxes; using %s frames faces differently",
+                        model_path.name, trained_on, detector)
 
         def one_thread_detector() -> FaceDetector:
             extra = {"threads": 1} if detector in ("auto", "retinaface") else {}

@@ -20,6 +20,9 @@ class CropProtocol:
     version: int = 1
     scale: float = 1.3  # square side = max(box w, box h) * scale, centred on the box
     align: bool = False  # 5-point similarity alignment before cropping
+    # The face detector whose boxes the model was trained on: boxes of another detector frame faces
+    # differently (tighter, lower), a shift the model never saw. Inference uses it by default.
+    detector: str = "retinaface"
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,10 @@ class TrainConfig(_Strict):
     out: str = "runs/default"
     threshold_strategy: Literal["youden", "f1", "fpr"] = "youden"
     target_fpr: float = Field(default=0.05, ge=0.0, le=1.0)  # for threshold_strategy "fpr"
+    # Where temperature and threshold are fitted on the validation split: "product" runs its source
+    # files through decode, detect, crop, classify (what users get; crops when the sources are gone),
+    # "crops" uses the stored crops.
+    calibrate_on: Literal["product", "crops"] = "product"
     tensorboard: bool = True  # used when torch.utils.tensorboard imports; silent otherwise
 
 

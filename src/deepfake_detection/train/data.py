@@ -26,9 +26,10 @@ from torch.utils.data import Dataset, Sampler
 
 from deepfake_detection.data.blend import BlendConfig, self_blend
 from deepfake_detection.data.manifest import read_manifest
+from deepfake_detection.data.types import CROP_PROTOCOL_COLUMNS
 from deepfake_detection.errors import DatasetError
 from deepfake_detection.infer.preprocess import to_batch
-from deepfake_detection.models.spec import ModelSpec
+from deepfake_detection.models.spec import CropProtocol, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,41 @@ Transform = Callable[..., dict[str, Any]]  # an albumentations Compose
 
 
 def load_manifests(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate manifests; `crop_path` becomes absolute (it is relative to its manifest's folder)."""
+    """Concatenate manifests; `crop_path` becomes absolute (it is relative to its manifest's folder).
+    Refuses manifests whose crops were made with different crop protocols (`crop_protocol_of`)."""
+    from deepfake_detection.evaluate.product_path import source_padding
+
     frames = []
     for p in paths:
         df = read_manifest(p)
         root = Path(p).resolve().parent
         df["crop_path"] = [str(root / c) for c in df["crop_path"]]
+        df["source_pad"] = source_padding(p)  # how its sources are read again through the product path
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    crop_protocol_of(rows, where=", ".join(map(str, paths)))
+    return rows
+
+
+def crop_protocol_of(rows: pd.DataFrame, *, where: str) -> tuple[CropProtocol, int]:
+    """The one crop protocol and crop size of `rows`; DatasetError when rows disagree (mixed crops).
+
+    A detector recorded as "unknown" (manifests written before it was recorded) is compatible with any
+    detector; the protocol then names the default detector."""
+    columns = list(CROP_PROTOCOL_COLUMNS)
+    combos = rows[columns].drop_duplicates()
+    known = combos[combos["crop_detector"] != "unknown"]
+    mixed = len(combos.drop(columns="crop_detector").drop_duplicates()) > 1
+    if mixed or known["crop_detector"].nunique() > 1:
+        shown = "; ".join(", ".join(f"{c}={v}" for c, v in zip(columns, r, strict=True))
+                          for r in combos.itertuples(index=False))
+        raise DatasetError(f"{where}: crops made with different crop protocols ({shown}); prepare them "
+                           "again with one --crop-scale / --align / --detector, or train on one of them")
+    first = combos.iloc[0]
+    detector = str(known["crop_detector"].iloc[0]) if len(known) else CropProtocol().detector
+    protocol = CropProtocol(version=int(first["crop_protocol"]), scale=float(first["crop_scale"]),
+                            align=bool(first["crop_align"]), detector=detector)
+    return protocol, int(first["crop_size"])
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> np.random.Generator:

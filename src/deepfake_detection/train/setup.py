@@ -14,13 +14,14 @@ from torch.utils.data import DataLoader
 from deepfake_detection.data.augment import build_eval_transform, build_train_transform
 from deepfake_detection.errors import DatasetError
 from deepfake_detection.models.registry import create_model
-from deepfake_detection.models.spec import ModelSpec
+from deepfake_detection.models.spec import CropProtocol, ModelSpec
 from deepfake_detection.train.config import ConfigError, TrainConfig
 from deepfake_detection.train.data import (
     CropDataset,
     OrderSpec,
     ShardedBatchSampler,
     ShardedEvalSampler,
+    crop_protocol_of,
     load_manifests,
 )
 from deepfake_detection.train.distributed import DistInfo
@@ -35,6 +36,8 @@ class RunData:
     train_sampler: ShardedBatchSampler
     train_loader: DataLoader[dict[str, object]]
     val_loader: DataLoader[dict[str, object]]
+    protocol: CropProtocol  # how the manifests' crops were made: the model's spec carries it
+    val_rows: pd.DataFrame  # the validation manifest rows (their source files calibrate the model)
 
 
 def _capped(df: pd.DataFrame, cap: int | None, seed: int, *, balanced: bool = False) -> pd.DataFrame:
@@ -53,7 +56,7 @@ def _capped(df: pd.DataFrame, cap: int | None, seed: int, *, balanced: bool = Fa
 
 
 def split_rows(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows = load_manifests(cfg.data.manifests)
+    rows = load_manifests(cfg.data.manifests)  # refuses mixed crop protocols
     train = rows[rows["split"] == "train"]
     if not cfg.data.use_fakes:
         train = train[train["label"] == 0]
@@ -76,6 +79,7 @@ def split_rows(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     train_rows, val_rows = split_rows(cfg)
+    protocol, _ = crop_protocol_of(pd.concat([train_rows, val_rows]), where=", ".join(cfg.data.manifests))
     size = spec.input_size
     aug = cfg.data.augment
     train_tf = build_train_transform(aug, size) if aug is not None else build_eval_transform(size)
@@ -107,7 +111,7 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         generator=torch.Generator().manual_seed(cfg.seed), **common)  # type: ignore[arg-type]
     log.info("train: %d crops (%d real, %d fake) | val: %d crops", len(train_set),
              int((train_set.labels == 0).sum()), int((train_set.labels == 1).sum()), len(val_set))
-    return RunData(train_set, val_set, sampler, train_loader, val_loader)
+    return RunData(train_set, val_set, sampler, train_loader, val_loader, protocol, val_rows)
 
 
 def build_model(cfg: TrainConfig, info: DistInfo, *, pretrained: bool | str) -> nn.Module:

@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,8 @@ class Trainer:
         size = {"input_size": cfg.model.input_size} if cfg.model.input_size else {}
         self.spec: ModelSpec = default_spec(cfg.model.arch, name=self.out.name, **size)
         self.data: RunData = build_data(cfg, self.spec, info)
+        # The model is served on crops made exactly as its training crops were: the manifests' protocol.
+        self.spec = replace(self.spec, crop=self.data.protocol)
         self.core = build_model(cfg, info, pretrained=False if resume else cfg.model.pretrained)
         self.model: nn.Module = self.core
         if info.distributed:
@@ -238,11 +240,20 @@ class Trainer:
         model = model.cpu()
         save_model(model, spec, self.out / "model.safetensors")
         onnx_path = export_onnx(model, spec, self.out / "model.onnx")
+        calibrated_on = "crops"
+        if self.cfg.calibrate_on == "product":
+            refit = self._fit_on_product_path(onnx_path)
+            if refit is not None:
+                spec = replace(spec, temperature=refit[0], threshold=refit[1])
+                save_model(model, spec, self.out / "model.safetensors")
+                onnx_path = export_onnx(model, spec, self.out / "model.onnx")
+                calibrated_on = f"product path ({refit[2]} validation frames)"
         real_batch = next(iter(self.data.val_loader))["image"][:8].float().numpy()  # real crops, not noise
         parity = check_parity(model, onnx_path, inputs=real_batch)
         summary = {
             "val_auc": self.best_auc, "best_epoch": self.best_epoch, "epochs": self.epoch,
             "early_stopped": self.stopped, "temperature": spec.temperature, "threshold": spec.threshold,
+            "calibrated_on": calibrated_on, "crop_protocol": asdict(spec.crop),
             "threshold_strategy": self.cfg.threshold_strategy, "val_samples": len(labels),
             "onnx_parity_max_abs": parity, "seconds": round(self.elapsed, 3),
             "world_size": self.info.world_size, "arch": spec.arch, "input_size": spec.input_size,
@@ -250,6 +261,27 @@ class Trainer:
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         log.info("best epoch %d, val AUC %.4f, T %.3f, threshold %.4f -> %s", self.best_epoch, self.best_auc,
                  spec.temperature, spec.threshold, onnx_path)
+
+
+    def _fit_on_product_path(self, onnx_path: Path) -> tuple[float, float, int] | None:
+        """Temperature and threshold refitted on the validation SOURCE files through the product path
+        (decode, detect, crop, classify), which is what users get; None (crop fit kept, with a
+        warning) when those files cannot be read any more."""
+        from deepfake_detection.errors import DFDError
+        from deepfake_detection.evaluate.product_path import fit_on_product_path
+        from deepfake_detection.infer.predictor import Predictor
+
+        try:
+            predictor = Predictor.load(onnx_path)
+            temperature, threshold, n = fit_on_product_path(
+                predictor, self.data.val_rows, strategy=self.cfg.threshold_strategy,
+                target_fpr=self.cfg.target_fpr)
+        except DFDError as exc:
+            log.warning("calibration on the product path failed (%s): keeping the fit on stored crops", exc)
+            return None
+        log.info("product-path calibration on %d validation frames: T %.3f, threshold %.4f", n,
+                 temperature, threshold)
+        return float(temperature), float(threshold), n
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""`csv`: a CSV listing file given as the root: header `path,label[,group][,method][,split]`.
+"""`csv`: a CSV listing file given as the root: header `path,label[,group][,method][,split][,dataset]`.
 
 Decisions:
 * label: 0/1, or real / fake / deepfake (any case). method: the column when given for a fake, else
@@ -6,6 +6,8 @@ Decisions:
 * Paths are relative to the CSV's folder. Security: by default (`allow_absolute=False`) absolute paths
   and paths that resolve outside that folder (via "..", or a symlink pointing out) are refused, so a
   dataset file cannot make us read arbitrary files. `allow_absolute=True` lifts the containment check.
+* Dataset: the `dataset` column when given (letters, digits, `_`, `-`), else "csv"; reports break
+  figures down by it, and splits balance each dataset.
 * Group: "csv:<group>" when given, else the file's own group "csv:<path as written, no extension>".
 * Rows keep the file's order. Each refused row is reported as a failure ("file.csv:LINE", why); a file
   without the required header is a DatasetError (nothing in it can be used).
@@ -14,6 +16,7 @@ Decisions:
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +26,7 @@ from deepfake_detection.errors import DatasetError
 
 _LABELS = {"0": REAL, "1": FAKE, "real": REAL, "fake": FAKE, "deepfake": FAKE}
 _SPLITS = {"train", "val", "test"}
+_DATASET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class CsvLayout:
@@ -84,8 +88,11 @@ class CsvLayout:
             return f"split {split!r} is not train/val/test"
         name = PurePosixPath(raw.replace("\\", "/")).as_posix()
         group = row.get("group") or str(PurePosixPath(name).with_suffix(""))
+        dataset = row.get("dataset") or "csv"
+        if not _DATASET_NAME.fullmatch(dataset):
+            return f"dataset {dataset!r} must be letters, digits, '_' or '-'"
         return SourceItem(
-            path=str(resolved), kind=kind, label=label, dataset="csv", group=f"csv:{group}",
+            path=str(resolved), kind=kind, label=label, dataset=dataset, group=f"csv:{group}",
             source_id=f"csv:{root.stem}/{name}",
             method="real" if label == REAL else (row.get("method") or "unknown"),
             official_split=split or None,

@@ -1,0 +1,58 @@
+"""Identity-disjoint k-fold manifests from one prepared manifest whose groups start with `fK-`.
+
+`scripts/build_corpus_listing.py` gives every group its fold in the group name (`f0-ffpp00123`).
+For fold k this writes `manifest_fold{k}.parquet` beside the manifest (the same crop files): test =
+the groups of fold k, val = a seeded eighth of the other groups (by group, so identities never
+straddle splits), train = the rest, minus train crops that near-duplicate a val/test crop (pHash).
+
+    .venv/bin/python scripts/kfold.py work/corpus/manifest.parquet --folds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from deepfake_detection.data.dedup import remove_cross_split_duplicates
+from deepfake_detection.data.manifest import read_manifest, write_manifest
+from deepfake_detection.data.splits import check_no_leak
+
+FOLD_PATTERN = r"^(?:[a-z]+:)?f(\d+)-"  # the layout may prefix the group (csv:f0-...)
+
+
+def fold_manifest(df: pd.DataFrame, fold: int, *, val_share: int = 8) -> tuple[pd.DataFrame, int]:
+    """`df` with splits for `fold` and the number of train rows dropped as near-duplicates."""
+    groups = df["group"].astype(str)
+    if not groups.str.match(FOLD_PATTERN).all():
+        raise SystemExit("every group must start with its fold (fK-), as build_corpus_listing.py writes")
+    folds = groups.str.extract(FOLD_PATTERN)[0].astype(int)
+    in_val = groups.map(lambda g: int(hashlib.sha1(g.encode()).hexdigest(), 16) % val_share == 0)
+    out = df.copy()
+    out["split"] = "train"
+    out.loc[in_val.to_numpy(), "split"] = "val"
+    out.loc[(folds == fold).to_numpy(), "split"] = "test"
+    kept, removed = remove_cross_split_duplicates(out, max_distance=4)
+    check_no_leak(kept)
+    return kept.reset_index(drop=True), len(removed)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
+    df = read_manifest(args.manifest)
+    for fold in args.folds:
+        out, dropped = fold_manifest(df, fold)
+        target = write_manifest(out, args.manifest.with_name(f"manifest_fold{fold}.parquet"))
+        counts = out.groupby(["split", "dataset", "label"]).size().unstack(fill_value=0)
+        print(f"{target}: {len(out)} crops, {dropped} near-duplicates dropped from train\n{counts}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

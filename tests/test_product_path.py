@@ -1,0 +1,177 @@
+"""The crop protocol travels from `dfd prepare` through training into the model, and evaluation and
+calibration measure the product's own path (decode, detect, crop, classify) on the source files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepfake_detection.cli import main
+from deepfake_detection.data.manifest import read_manifest, write_manifest
+from deepfake_detection.data.prepare import pad_image
+from deepfake_detection.errors import DatasetError
+from deepfake_detection.synthetic import moving_face_clip, scene, write_image
+from deepfake_detection.train.data import crop_protocol_of, load_manifests
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # two OpenMP threads on a shared 2-core machine spin against each other
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def faces_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """real/ and deepfake/ scenes with a face each (the fakes' faces brightened: learnable), a clip of
+    each class, and one image without a face."""
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for label in ("real", "deepfake"):
+        for i in range(8):
+            image = scene(rng, face=i, scale=rng.uniform(0.5, 0.8))
+            if label == "deepfake":
+                image = cv2.convertScaleAbs(image, alpha=1.0, beta=60)
+            write_image(root / label / f"{label}_{i}.jpg", image)
+        moving_face_clip(root / label / f"{label}_clip.mp4", rng, n=24)
+    write_image(root / "real" / "no_face.jpg", scene(rng, face=None))
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(faces_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    assert main(["prepare", str(faces_dataset), "--out", str(out), "--crop-size", "64", "--crop-scale", "1.4",
+                 "--frames", "4", "--workers", "1", "--no-progress", "--no-dedup",
+                 "--ratios", "0.5", "0.25", "0.25"]) == 0
+    return out / "manifest.parquet"
+
+
+def test_prepare_records_the_crop_protocol(prepared: Path) -> None:
+    df = read_manifest(prepared)
+    assert set(df["crop_scale"]) == {1.4} and set(df["crop_align"]) == {False}
+    assert set(df["crop_size"]) == {64} and set(df["crop_protocol"]) == {1}
+    assert df["crop_detector"].nunique() == 1 and df["crop_detector"].iloc[0] in ("retinaface", "haar")
+    protocol, size = crop_protocol_of(df, where="test")
+    assert (protocol.scale, protocol.align, protocol.detector, size) == (1.4, False, df["crop_detector"][0], 64)
+
+
+def test_mixed_crop_protocols_are_refused(prepared: Path, tmp_path: Path) -> None:
+    other = read_manifest(prepared)
+    other["crop_scale"] = 1.2
+    second = write_manifest(other, tmp_path / "manifest.parquet")
+    with pytest.raises(DatasetError, match="different crop protocols"):
+        load_manifests([prepared, second])
+    other["crop_scale"], other["crop_detector"] = 1.4, "haar" if other["crop_detector"][0] != "haar" else "x"
+    with pytest.raises(DatasetError, match="crop_detector"):
+        load_manifests([prepared, write_manifest(other, tmp_path / "m2.parquet")])
+
+
+def test_old_manifests_without_protocol_columns_still_read(prepared: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(prepared).drop_columns(["crop_scale", "crop_align", "crop_detector"])
+    pq.write_table(table, tmp_path / "old.parquet")
+    df = read_manifest(tmp_path / "old.parquet")
+    assert set(df["crop_scale"]) == {1.3} and set(df["crop_detector"]) == {"unknown"}
+    protocol, _ = crop_protocol_of(df, where="old")
+    assert protocol.detector == "retinaface"  # unknown: the default, compatible with any one detector
+
+
+def _train(manifest: Path, out: Path) -> Path:
+    cfg = {
+        "data": {"manifests": [str(manifest)], "sbi": False, "num_workers": 0, "augment": None},
+        "model": {"arch": "custom_cnn", "input_size": 64, "drop_rate": 0.0},
+        "optim": {"lr": 3e-3, "weight_decay": 0.0}, "schedule": {"name": "constant"},
+        "epochs": 1, "batch_size": 8, "device": "cpu", "out": str(out), "tensorboard": False,
+    }
+    (out.parent / "cfg.yaml").write_text(json.dumps(cfg))
+    assert main(["train", "--config", str(out.parent / "cfg.yaml")]) == 0
+    return out
+
+
+def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_path: Path) -> None:
+    """The trained model's spec carries the manifest's crop protocol, so Predictor cuts exactly the
+    crops training read (up to the stored JPEG's compression), and its threshold and temperature
+    were fitted on the validation SOURCE files through the product path."""
+    from deepfake_detection.infer.predictor import Predictor, prepare_image
+
+    run = _train(prepared, tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["calibrated_on"].startswith("product path")
+    predictor = Predictor.load(run / "model.onnx")
+    df = read_manifest(prepared)
+    assert predictor.spec.crop.scale == 1.4 and predictor.spec.crop.detector == df["crop_detector"][0]
+    assert predictor.spec.input_size == 64
+    assert type(predictor.detector).name == df["crop_detector"][0]  # the detector the crops were made with
+    stills = df[df["source_path"].str.endswith(".jpg")].head(4)
+    for row in stills.itertuples():
+        prepared_image = prepare_image(row.source_path, row.source_path, predictor.detector, predictor.spec)
+        assert prepared_image.faces, row.source_path
+        np.testing.assert_allclose(prepared_image.faces[0].box, row.box, atol=0.2)
+        stored = cv2.imread(str(prepared.parent / row.crop_path))
+        # Stored crops are JPEG q95 (prepare's default): the served crop, encoded the same way, must
+        # decode to the same pixels; any other crop (scale, shift, detector) differs by far more.
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(prepared_image.crops[0], cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 95])
+        diff = np.abs(cv2.imdecode(encoded, cv2.IMREAD_COLOR).astype(int) - stored.astype(int)).mean()
+        assert ok and diff < 0.5, f"{row.source_path}: served crop differs from the training crop by {diff:.2f}"
+        other = prepare_image(row.source_path, row.source_path, predictor.detector,
+                              replace(predictor.spec, crop=replace(predictor.spec.crop, scale=1.3)))
+        assert np.abs(other.crops[0].astype(int) - cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).mean() > 5
+
+
+def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "all", "--out", str(out),
+                 "--bootstrap", "20", "--frames", "3", "--video-frames", "6", "--no-progress"]) == 0
+    results = json.loads((out / "metrics.json").read_text())
+    data = results["data"]
+    assert data["mode"].startswith("product path")
+    assert data["n_video_verdicts"] == 2 and results["video"] is not None  # dfd detect's verdicts
+    assert data["no_face_sources"] == 0  # the face-free image has no crop, so it is not in the manifest
+    assert set(results["robustness"]["perturbations"]) == {"jpeg50", "blur1", "down0.5"}
+    scores = pd.read_csv(out / "scores.csv")
+    clips = scores[scores["source_path"].str.endswith(".mp4")]
+    assert len(clips) >= 4 and clips.groupby("source_id")["frame_index"].nunique().min() >= 2
+    crops = tmp_path / "crops"
+    assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "all", "--out", str(crops),
+                 "--mode", "crops", "--bootstrap", "0", "--no-robustness"]) == 0
+    assert "stored crops" in json.loads((crops / "metrics.json").read_text())["data"]["mode"]
+
+
+def test_pad_gives_tight_crops_a_margin(tmp_path: Path, astronaut: np.ndarray) -> None:
+    padded = pad_image(astronaut, 0.25)
+    assert padded.shape == (768, 768, 3) and padded[:128].max() == 0 and padded[:, :128].max() == 0
+    assert pad_image(astronaut, 0.0) is astronaut
+
+
+def test_csv_listing_takes_a_dataset_column(tmp_path: Path) -> None:
+    from deepfake_detection.data.layouts import iter_sources
+
+    write_image(tmp_path / "a.jpg", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "list.csv").write_text("path,label,dataset\na.jpg,real,utk_real\na.jpg,real,bad name\n")
+    failures: list[tuple[str, str]] = []
+    items = list(iter_sources([tmp_path / "list.csv"], on_failure=lambda w, y: failures.append((w, y))))
+    assert [i.dataset for i in items] == ["utk_real"]
+    assert len(failures) == 1 and "dataset" in failures[0][1]
+
+
+def test_predictor_uses_the_detector_the_model_was_trained_on(tmp_path: Path) -> None:
+    from deepfake_detection.export.onnx import export_onnx
+    from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.models.registry import create_model, default_spec
+    from deepfake_detection.models.spec import CropProtocol
+
+    spec = replace(default_spec("custom_cnn", name="haar-trained"), crop=CropProtocol(detector="haar"))
+    path = export_onnx(create_model("custom_cnn").eval(), spec, tmp_path / "haar.onnx")
+    assert type(Predictor.load(path).detector).name == "haar"
+    assert type(Predictor.load(path, detector="retinaface").detector).name == "retinaface"  # an override works
