@@ -6,6 +6,10 @@ the groups of fold k, val = a seeded eighth of the other groups (by group, so id
 straddle splits), train = the rest, minus train crops that near-duplicate a val/test crop (pHash).
 
     .venv/bin/python scripts/kfold.py work/corpus/manifest.parquet --folds 0 1 2 3 4
+
+Leave-one-method-out on the same folds: `--leave-out-method NeuralTextures` also drops that method's
+fakes from train and val (`manifest_fold{k}_no{Method}.parquet`); test keeps them, so the run's test
+figures for that method are on a method it never saw, next to the fold's full run as the reference.
 """
 
 from __future__ import annotations
@@ -44,11 +48,19 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    parser.add_argument("--leave-out-method", help="drop this method's fakes from train and val")
     args = parser.parse_args()
     df = read_manifest(args.manifest)
     for fold in args.folds:
         out, dropped = fold_manifest(df, fold)
-        target = write_manifest(out, args.manifest.with_name(f"manifest_fold{fold}.parquet"))
+        name = f"manifest_fold{fold}.parquet"
+        if args.leave_out_method:
+            unseen = (out["method"] == args.leave_out_method) & (out["split"] != "test")
+            if not (out["method"] == args.leave_out_method).any():
+                raise SystemExit(f"no crop has method {args.leave_out_method!r}")
+            out = out[~unseen].reset_index(drop=True)
+            name = f"manifest_fold{fold}_no{args.leave_out_method}.parquet"
+        target = write_manifest(out, args.manifest.with_name(name))
         counts = out.groupby(["split", "dataset", "label"]).size().unstack(fill_value=0)
         print(f"{target}: {len(out)} crops, {dropped} near-duplicates dropped from train\n{counts}\n")
     return 0

@@ -61,7 +61,8 @@ def test_prepare_records_the_crop_protocol(prepared: Path) -> None:
     assert set(df["crop_size"]) == {64} and set(df["crop_protocol"]) == {1}
     assert df["crop_detector"].nunique() == 1 and df["crop_detector"].iloc[0] in ("retinaface", "haar")
     protocol, size = crop_protocol_of(df, where="test")
-    assert (protocol.scale, protocol.align, protocol.detector, size) == (1.4, False, df["crop_detector"][0], 64)
+    expected = (1.4, False, df["crop_detector"][0], 64)
+    assert (protocol.scale, protocol.align, protocol.detector, size) == expected
 
 
 def test_mixed_crop_protocols_are_refused(prepared: Path, tmp_path: Path) -> None:
@@ -123,13 +124,14 @@ def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_p
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(prepared_image.crops[0], cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
         diff = np.abs(cv2.imdecode(encoded, cv2.IMREAD_COLOR).astype(int) - stored.astype(int)).mean()
-        assert ok and diff < 0.5, f"{row.source_path}: served crop differs from the training crop by {diff:.2f}"
+        assert ok and diff < 0.5, f"{row.source_path}: served crop differs from the stored one by {diff:.2f}"
         other = prepare_image(row.source_path, row.source_path, predictor.detector,
                               replace(predictor.spec, crop=replace(predictor.spec.crop, scale=1.3)))
         assert np.abs(other.crops[0].astype(int) - cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).mean() > 5
 
 
-def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
+def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_model: Path,
+                                                  tmp_path: Path) -> None:
     out = tmp_path / "eval"
     assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "all", "--out", str(out),
                  "--bootstrap", "20", "--frames", "3", "--video-frames", "6", "--no-progress"]) == 0
@@ -174,4 +176,5 @@ def test_predictor_uses_the_detector_the_model_was_trained_on(tmp_path: Path) ->
     spec = replace(default_spec("custom_cnn", name="haar-trained"), crop=CropProtocol(detector="haar"))
     path = export_onnx(create_model("custom_cnn").eval(), spec, tmp_path / "haar.onnx")
     assert type(Predictor.load(path).detector).name == "haar"
-    assert type(Predictor.load(path, detector="retinaface").detector).name == "retinaface"  # an override works
+    override = Predictor.load(path, detector="retinaface")  # an explicit choice still wins
+    assert type(override.detector).name == "retinaface"

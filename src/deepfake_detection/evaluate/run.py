@@ -121,8 +121,12 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
             entry["metrics"] = summarize(labels, scores, spec.threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
     results["plots"] = {k: str(v) for k, v in make_plots(df, results, out_dir).items()}
-    df.drop(columns=[c for c in ("box", "landmarks", "landmarks68") if c in df.columns]).to_csv(
-        out_dir / "scores.csv", index=False)
+    table = df.drop(columns=[c for c in ("box", "landmarks", "landmarks68") if c in df.columns])
+    for name, scores in perturbed.items():  # per-frame degraded scores, for breakdowns by dataset
+        table[f"score_{name}"] = scores
+    table.to_csv(out_dir / "scores.csv", index=False)
+    if path_scores is not None:
+        path_scores.videos.to_csv(out_dir / "videos.csv", index=False)
     write_report(results, out_dir, title=f"Evaluation of {results['model']['name']}")
     return results
 
