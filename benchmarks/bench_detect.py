@@ -20,7 +20,7 @@ import numpy as np
 
 def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     """720p scenes, each with one public-domain portrait pasted at a random place and size."""
-    from deepfake_detection.synthetic import scene, write_image
+    from dfd_testkit.synthetic import scene, write_image
 
     rng = np.random.default_rng(seed)
     paths = []

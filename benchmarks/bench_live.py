@@ -102,7 +102,7 @@ def main() -> None:
 
     from deepfake_detection.infer.predictor import Predictor
     from deepfake_detection.runtime import available_cores
-    from deepfake_detection.synthetic import moving_face_clip
+    from dfd_testkit.synthetic import moving_face_clip
 
     predictor = Predictor.load(args.model)
     spec = predictor.spec

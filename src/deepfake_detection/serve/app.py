@@ -28,13 +28,13 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from deepfake_detection.data.video import sample_frames, video_info
 from deepfake_detection.errors import DFDError, ImageError, UnsupportedFormatError
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
+from deepfake_detection.io.video import sample_frames, video_info
 from deepfake_detection.serve.apidocs import add_offline_docs
-from deepfake_detection.serve.explain import GradCam, explain, weights_for
+from deepfake_detection.serve.explain import GradCam, explain
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
     API_KEY_HEADER,
@@ -95,8 +95,8 @@ class Service:
     def start(self) -> None:
         s = self.settings
         if self.predictor is None:
-            self.predictor = Predictor.load(s.model, backend=s.backend, detector=s.detector)
-        self.predictor.max_pixels = s.max_pixels
+            self.predictor = Predictor.load(s.model, backend=s.backend, detector=s.detector,  # type: ignore[arg-type]
+                                            threshold=s.threshold, max_pixels=s.max_pixels)
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
@@ -104,12 +104,20 @@ class Service:
         self.jobs = JobStore(s.jobs_dir, s.job_ttl)
 
     def _load_cam(self) -> None:
-        from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+        from deepfake_detection.infer.bundled import default_model_path
+        from deepfake_detection.models.paths import verify_checksum, weights_for
 
         model_path = self.settings.model or default_model_path()
         weights = weights_for(Path(model_path))
         if weights is None:
             self.cam_reason = f"explanations need the PyTorch weights ({Path(model_path).stem}.safetensors)"
+            return
+        try:
+            import torch  # noqa: F401
+        except ImportError:  # the slim install: inference runs without PyTorch
+            self.cam_reason = ("explanations (Grad-CAM) need PyTorch, which this install lacks: "
+                               "pip install 'deepfake-detection[train]'")
+            log.info("%s", self.cam_reason)
             return
         if self.settings.model is None:
             verify_checksum(weights, required=True)
@@ -149,12 +157,7 @@ class Service:
         start = time.perf_counter()
         limits = self.settings
         image = load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
-        # Alone, a request gets the all-cores detector (lowest latency: the live stream); with others
-        # running, each worker thread uses its own one-thread detector (best throughput under load).
-        # Never two threads on the shared detector (OpenCV's cascade is not thread-safe): `running`
-        # counts this request, so a second one admitted while this runs sees 2; video jobs and
-        # batches always use their thread's own detector.
-        result = predictor.predict(image, path=name, worker=self.pool.running > 1)
+        result = predictor.predict(image, path=name)  # thread-safe: the predictor picks the detector
         out = result.to_dict()
         if with_explanation and self.cam is not None and result.faces:
             out["explanations"] = explain(self.cam, image, result)
@@ -166,8 +169,7 @@ class Service:
         predictor, _ = self.need()
         start = time.perf_counter()
         accepted = [(name, data) for name, data, refusal in items if refusal is None and data is not None]
-        scored = iter(predictor.predict_batch([d for _, d in accepted], paths=[n for n, _ in accepted],
-                                              worker=True))
+        scored = iter(predictor.predict_batch([d for _, d in accepted], paths=[n for n, _ in accepted]))
         out = []
         for name, _, refusal in items:
             if refusal is not None:
@@ -186,9 +188,8 @@ class Service:
         start = time.perf_counter()
         jobs.start(job_id)
         try:
-            # This thread's own detector: image requests may be using the shared one right now.
             result = predictor.predict_video(
-                str(clip), frames=self.settings.video_frames, path=name, detector=predictor.worker_detector(),
+                str(clip), frames=self.settings.video_frames, path=name,
                 progress=lambda done, total: jobs.progress(job_id, done, total))
             error = None
             if result.status == "error":
