@@ -114,7 +114,7 @@ class _CallbackError(Exception):
 
 def _score(predictor: Predictor, detector: FaceDetector, source: str, result: VideoResult, *,
            frames: int | None, stride: int | None, progress: Callable[[int, int], None] | None) -> None:
-    if frames is not None and frames < 1 or stride is not None and stride < 1:
+    if (frames is not None and frames < 1) or (stride is not None and stride < 1):
         raise ValueError("frames and stride must be >= 1")
     if not Path(source).is_file():
         raise FileNotFoundError("no such file")

@@ -368,7 +368,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)  # the trace goes to the log, not the client
+        # The trace goes to the log, not the client; exc_info explicit: this is not an `except` block.
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     # Outermost last: metrics see every response, the body limit runs before any parsing.
