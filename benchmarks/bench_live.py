@@ -107,7 +107,7 @@ def main() -> None:
     predictor = Predictor.load(args.model)
     spec = predictor.spec
     print(f"model {spec.name or spec.arch} ({spec.arch}, {spec.input_size}px, {predictor.backend.name}); "
-          f"detector {type(predictor.detector).__name__}; {available_cores()} cores")
+          f"detector {predictor.detector_name}; {available_cores()} cores")
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for faces in args.faces:

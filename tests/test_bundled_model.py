@@ -17,7 +17,7 @@ from deepfake_detection.infer.backends import load_backend
 from deepfake_detection.infer.bundled import BUNDLED_DIR, default_model_path
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.io.images import load_image
-from deepfake_detection.models.paths import verify_checksum
+from deepfake_detection.models.paths import verify_checksum, write_checksum
 from dfd_testkit.synthetic import self_blended
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +106,16 @@ def test_corrupted_bundled_model_is_a_clear_error(tmp_path: Path, monkeypatch: p
     bad.write_bytes(bytes(data[:1000]))
     with pytest.raises(ModelError):
         load_backend(bad, kind="onnx")
+
+
+def test_write_checksum_makes_the_sidecar_a_load_checks(tmp_path: Path) -> None:
+    """How a new bundled model gets its sidecars (sha256sum's format)."""
+    model = tmp_path / "default.onnx"
+    shutil.copy(MODELS / "default.onnx", model)
+    digest = write_checksum(model)
+    assert (tmp_path / "default.onnx.sha256").read_text() == f"{digest}  default.onnx\n"
+    assert verify_checksum(model, required=True) == digest
+    assert (tmp_path / "default.onnx.sha256").read_text() == (MODELS / "default.onnx.sha256").read_text()
 
 
 def test_metrics_file_describes_the_shipped_model(predictor: Predictor) -> None:
