@@ -14,8 +14,15 @@ VERSION=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('
 TAG=${1:-localhost/deepfake-detection:$VERSION}
 BASE=localhost/dfd-debian-base:bookworm
 WORK=build/image
-# What the base image holds; a change here makes a new base.
+# What the base image holds; a change here (or in the hooks below) makes a new base.
 BASE_PACKAGES="ca-certificates,python3,python3-venv,libgl1,libglib2.0-0"
+# opencv-python links libGL.so.1 (libgl1, the GLVND dispatcher) but never opens a GL context here;
+# Mesa's drivers behind it (LLVM among them, ~170 MB) are removed. No docs, man pages or locales.
+BASE_TRIM="libgl1-mesa-dri libllvm15 libz3-4"
+BASE_HOOK="chroot \"\$1\" sh -c 'dpkg --purge --force-depends $BASE_TRIM >/dev/null 2>&1; apt-get clean; rm -rf /var/lib/apt/lists/*'"
+BASE_OPTS=(--variant=minbase --include="$BASE_PACKAGES" --customize-hook="$BASE_HOOK"
+           --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
+           --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright')
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need podman || ! need runc || ! need mmdebstrap; then
@@ -29,12 +36,10 @@ if ! need podman || ! need runc || ! need mmdebstrap; then
 fi
 
 mkdir -p "$WORK"
-base_id=$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-12)
+base_id=$(echo "${BASE_OPTS[*]}" | sha256sum | cut -c1-12)
 if [ "$(podman image inspect --format '{{index .Labels "dfd.base"}}' "$BASE" 2>/dev/null)" != "$base_id" ]; then
   echo "building the base image $BASE (mmdebstrap: Debian bookworm, minbase + $BASE_PACKAGES)" >&2
-  mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
-    --customize-hook='chroot "$1" sh -c "apt-get clean; rm -rf /var/lib/apt/lists/*"' \
-    bookworm "$WORK/base.tar"
+  mmdebstrap --quiet "${BASE_OPTS[@]}" bookworm "$WORK/base.tar"
   podman import --change "LABEL dfd.base=$base_id" --change 'CMD ["/bin/bash"]' "$WORK/base.tar" "$BASE" >/dev/null
   rm -f "$WORK/base.tar"
 fi
@@ -46,4 +51,5 @@ rm -rf "$WORK/context" && mkdir -p "$WORK/context/wheelhouse"
 ls "$WORK/context/wheelhouse"/deepfake_detection-*.whl >/dev/null  # the build above must have made it
 cp Containerfile "$WORK/context/"
 podman --runtime runc build --quiet --format docker --build-arg "BASE=$BASE" --tag "$TAG" "$WORK/context" >/dev/null
+podman image prune --force >/dev/null  # the build stage and earlier builds of this tag
 echo "$TAG"

@@ -72,8 +72,10 @@ def _post_image(url: str, path: Path) -> dict[str, object]:
 def container(image: str) -> Iterator[tuple[str, str]]:
     name, port = f"dfd-test-{uuid.uuid4().hex[:8]}", _free_port()
     volume = f"{name}-jobs"
-    podman("run", "--detach", "--name", name, "--read-only", "--publish", f"127.0.0.1:{port}:8000",
-           "--volume", f"{volume}:/var/lib/dfd/jobs", "--env", "DFD_THRESHOLD=0.0", image)
+    # PORT as platforms set it (Heroku, App Runner); DFD_THRESHOLD as any DFD_* setting; --workers as a flag.
+    podman("run", "--detach", "--name", name, "--read-only", "--publish", f"127.0.0.1:{port}:8080",
+           "--volume", f"{volume}:/var/lib/dfd/jobs", "--env", "PORT=8080", "--env", "DFD_THRESHOLD=0.0",
+           image, "--workers", "1")
     try:
         yield name, f"http://127.0.0.1:{port}"
     finally:
@@ -89,6 +91,8 @@ def test_container_serves_and_stops_on_sigterm(container: tuple[str, str]) -> No
         time.sleep(0.25)
     assert status == 200 and ready["status"] == "ready", podman("logs", name, check=False).stderr[-2000:]
     assert ready["explain"] is False  # the slim install: no PyTorch, so no Grad-CAM
+    command = podman("exec", name, "cat", "/proc/1/cmdline").stdout.split("\0")
+    assert command[-4:] == ["serve", "--workers", "1", ""]  # PID 1 is dfd itself (exec), with the flags
     print(f"container ready after {time.monotonic() - start:.1f} s")
 
     result = _post_image(f"{url}/v1/detect", REPO / "samples" / "astronaut.jpg")

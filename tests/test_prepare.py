@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from deepfake_detection.cli import main
 from deepfake_detection.data.manifest import read_manifest
@@ -71,6 +72,7 @@ def _worker_pids(parent: int) -> list[int]:
     return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
+@pytest.mark.slow  # kills a worker process mid-run
 def test_resume_after_killed_worker_gives_same_manifest(tmp_path: Path) -> None:
     root = _dataset(tmp_path / "data", n_per_class=30, seed=1)
     args = ["prepare", str(root), "--frames", "4", "--workers", "2", "--no-progress", "--chunk-size", "2"]

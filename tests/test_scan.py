@@ -60,6 +60,7 @@ def _same_record(scanned: dict, detected: dict) -> None:
     assert set(scanned["timings_ms"]) == set(detected["timings_ms"])
 
 
+@pytest.mark.slow  # a Ray runtime
 def test_scan_gives_the_records_of_detect(ray_runtime, scenes: Path, tiny_onnx_model: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.jpg"
@@ -90,6 +91,7 @@ def test_scan_gives_the_records_of_detect(ray_runtime, scenes: Path, tiny_onnx_m
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow  # a Ray runtime
 def test_a_killed_actor_loses_and_duplicates_nothing(ray_runtime, scenes: Path, tiny_onnx_model: Path,
                                                      tmp_path: Path) -> None:
     from deepfake_detection.scan import ScanConfig, scan
@@ -144,6 +146,7 @@ def test_listings_and_uris(scenes: Path, tmp_path: Path) -> None:
         list_inputs([str(tmp_path / "cols.csv")])
 
 
+@pytest.mark.slow  # a Ray runtime
 def test_a_batch_that_always_kills_its_actor_fails_the_scan(ray_runtime, scenes: Path, tiny_onnx_model: Path,
                                                             tmp_path: Path) -> None:
     from deepfake_detection.errors import DFDError

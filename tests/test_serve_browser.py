@@ -28,8 +28,9 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 if CHROMIUM is None and os.environ.get("DFD_REQUIRE_BROWSER") == "1":
     raise RuntimeError("DFD_REQUIRE_BROWSER=1 but Debian's chromium is not installed (scripts/install.sh "
                        "installs it with apt-get)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(scripts/install.sh installs it with apt-get)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                 "(scripts/install.sh installs it with apt-get)")]
 TIMEOUT_MS = 60_000
 
 

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
+pytestmark = pytest.mark.slow  # a real server under load
 
 from deepfake_detection.serve import ServeSettings  # noqa: E402
 from deepfake_detection.serve.server import running_server  # noqa: E402

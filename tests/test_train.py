@@ -296,6 +296,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_and_resume_across_sizes(tmp_path: Path, manifest: Path) -> None:
     # Same global batch (2 x 4 vs 1 x 8), same per-sample stream (SBI on, seeded per sample), no dropout.
     # BatchNorm statistics are per process on CPU (no SyncBatchNorm there), hence a tolerance.
