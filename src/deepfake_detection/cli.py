@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where video jobs are stored (default ~/.cache/deepfake-detection/jobs)")
     srv.add_argument("--video-frames", type=int, help="frames sampled per clip (default 32)")
     srv.add_argument("--no-explain", dest="explain", action="store_false", default=argparse.SUPPRESS,
-                     help="do not load the PyTorch weights for Grad-CAM explanations")
+                     help="no explanations (Grad-CAM with PyTorch, else occlusion maps)")
     srv.set_defaults(func=_cmd_serve)
     return parser
 

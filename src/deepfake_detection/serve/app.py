@@ -34,7 +34,7 @@ from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
 from deepfake_detection.io.video import sample_frames, video_info
 from deepfake_detection.serve.apidocs import add_offline_docs
-from deepfake_detection.serve.explain import GradCam, explain
+from deepfake_detection.serve.explain import Explainer, GradCam, OcclusionMap, explain
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
     API_KEY_HEADER,
@@ -80,7 +80,7 @@ class Service:
         self.metrics = Metrics()
         self.limiter = RateLimiter(settings.rate_limit)
         self.predictor = predictor  # injected (tests) or loaded at start-up
-        self.cam: GradCam | None = None
+        self.cam: Explainer | None = None
         self.cam_reason = "explanations are off (--no-explain)"
         self.pool = WorkerPool(settings.workers, settings.queue)
         self.video_pool = WorkerPool(1, settings.video_queue, name="dfd-video")
@@ -100,24 +100,24 @@ class Service:
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
-            self._load_cam()
+            self._load_cam(self.predictor)
         self.jobs = JobStore(s.jobs_dir, s.job_ttl)
 
-    def _load_cam(self) -> None:
+    def _load_cam(self, predictor: Predictor) -> None:
+        """Grad-CAM when the model's PyTorch weights and PyTorch are there (one backward pass a face),
+        else occlusion maps with the served model itself (no PyTorch; ~170 crops scored a face)."""
         from deepfake_detection.infer.bundled import default_model_path
         from deepfake_detection.models.paths import verify_checksum, weights_for
 
         model_path = self.settings.model or default_model_path()
         weights = weights_for(Path(model_path))
-        if weights is None:
-            self.cam_reason = f"explanations need the PyTorch weights ({Path(model_path).stem}.safetensors)"
-            return
         try:
             import torch  # noqa: F401
         except ImportError:  # the slim install: inference runs without PyTorch
-            self.cam_reason = ("explanations (Grad-CAM) need PyTorch, which this install lacks: "
-                               "pip install 'deepfake-detection[train]'")
-            log.info("%s", self.cam_reason)
+            weights = None
+        if weights is None:
+            log.info("explanations: occlusion maps (Grad-CAM needs PyTorch weights and the 'train' extra)")
+            self.cam = OcclusionMap(predictor)
             return
         if self.settings.model is None:
             verify_checksum(weights, required=True)
@@ -254,7 +254,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     @app.post("/v1/detect", dependencies=protected, tags=["detect"])
     async def detect(
         file: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
-        explain_faces: Annotated[bool, Query(alias="explain", description="Grad-CAM heatmaps")] = False,
+        explain_faces: Annotated[bool, Query(alias="explain", description="heatmaps per face (Grad-CAM "
+                                                     "or occlusion)")] = False,
     ) -> dict[str, Any]:
         """One image -> its result (the fields of `dfd detect --format jsonl`), faces with boxes."""
         check_media_type(file.content_type, IMAGE_TYPES, "an image")
@@ -348,7 +349,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if not service.ready or service.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"status": "ready", "model": service.predictor.model_info,
-                             "explain": service.cam is not None})
+                             "explain": service.cam is not None,
+                             "explain_method": None if service.cam is None else service.cam.method})
 
     @app.get("/metrics", tags=["monitoring"])
     async def metrics() -> Response:
