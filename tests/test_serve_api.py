@@ -707,6 +707,17 @@ def test_occlusion_maps_find_the_evidence_without_pytorch() -> None:
     assert real_map[20:, 20:].min() > 0.5 and real_map[:4, :4].max() < 0.1
 
 
+def test_the_threshold_setting_reaches_every_result(tmp_path: Path, face_jpeg: bytes,
+                                                    predictor: Predictor) -> None:
+    """`dfd serve --threshold` / DFD_THRESHOLD: the service's predictor is built with it."""
+    settings = ServeSettings(jobs_dir=tmp_path, explain=False, threshold=0.0)
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/v1/detect", files=upload(face_jpeg)).json()
+    assert body["threshold"] == 0.0 and body["label"] == "fake"
+    with pytest.raises(ValueError, match="threshold"):  # a given predictor cannot take it: refused
+        create_app(settings, predictor=predictor)
+
+
 def test_a_wrong_model_stops_start_up_with_a_clear_reason(tmp_path: Path) -> None:
     from deepfake_detection.errors import ModelError
 

@@ -76,6 +76,10 @@ class Service:
     """Everything the endpoints share; built per app, filled by the lifespan."""
 
     def __init__(self, settings: ServeSettings, predictor: Predictor | None = None) -> None:
+        if predictor is not None and settings.threshold not in (None, predictor.threshold):
+            # A given predictor is used as it is: a threshold setting it does not carry would be ignored.
+            raise ValueError(f"the given predictor's threshold is {predictor.threshold}, the settings "
+                             f"ask for {settings.threshold}: build it with Predictor.load(threshold=...)")
         self.settings = settings
         self.metrics = Metrics()
         self.limiter = RateLimiter(settings.rate_limit)
