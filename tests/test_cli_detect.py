@@ -16,7 +16,7 @@ from PIL import Image
 
 from deepfake_detection import load_model, predict_image
 from deepfake_detection.cli import main
-from deepfake_detection.models.files import sha256_file
+from deepfake_detection.models.paths import sha256_file
 
 CONTRACT_FIELDS = {"path", "status", "fake_probability", "label", "threshold", "faces", "error", "model",
                    "timings_ms"}
@@ -158,7 +158,7 @@ def test_annotate_keeps_same_named_inputs_apart(tmp_path: Path, astronaut: np.nd
 
 def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_onnx_model: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    from deepfake_detection.synthetic import moving_face_clip
+    from dfd_testkit.synthetic import moving_face_clip
 
     for i, sub in enumerate(("a", "b")):
         moving_face_clip(tmp_path / "in" / sub / "clip.mp4", np.random.default_rng(i), n=8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepfake_detection.cli import main
-from deepfake_detection.synthetic import write_image
+from dfd_testkit.synthetic import write_image
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_evaluate_writes_report(prepared: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    args = ["evaluate", str(tiny_onnx_model), str(prepared), "--out", str(out), "--bootstrap", "50"]
+    # --cropped sources hold no detectable face: the stored-crop mode
+    args = ["evaluate", str(tiny_onnx_model), str(prepared), "--out", str(out), "--bootstrap", "50",
+            "--mode", "crops"]
     assert main(args) == 0
     results = json.loads((out / "metrics.json").read_text())
     assert results["data"]["split"] == "test" and results["data"]["n_frames"] >= 4
@@ -57,7 +59,7 @@ def test_compare_two_runs(prepared: Path, tiny_onnx_model: Path, tmp_path: Path)
     for name in ("a", "b"):
         out = tmp_path / name
         assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--out", str(out), "--bootstrap", "0",
-                     "--no-robustness"]) == 0
+                     "--no-robustness", "--mode", "crops"]) == 0
         runs.append(str(out))
     assert main(["compare", *runs, "--out", str(tmp_path / "cmp")]) == 0
     rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
@@ -68,7 +70,7 @@ def test_compare_two_runs(prepared: Path, tiny_onnx_model: Path, tmp_path: Path)
 
 def test_evaluate_a_folder_runs_the_full_pipeline(tiny_onnx_model: Path, tmp_path: Path) -> None:
     """A real/ + fake/ folder: faces detected, cropped and scored image by image."""
-    from deepfake_detection.synthetic import scene
+    from dfd_testkit.synthetic import scene
 
     rng = np.random.default_rng(1)
     for label in ("real", "fake"):

@@ -17,8 +17,8 @@ from deepfake_detection.cli import main
 from deepfake_detection.data.manifest import read_manifest, write_manifest
 from deepfake_detection.data.prepare import pad_image
 from deepfake_detection.errors import DatasetError
-from deepfake_detection.synthetic import moving_face_clip, scene, write_image
 from deepfake_detection.train.data import crop_protocol_of, load_manifests
+from dfd_testkit.synthetic import moving_face_clip, scene, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +103,9 @@ def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_p
     """The trained model's spec carries the manifest's crop protocol, so Predictor cuts exactly the
     crops training read (up to the stored JPEG's compression), and its threshold and temperature
     were fitted on the validation SOURCE files through the product path."""
-    from deepfake_detection.infer.predictor import Predictor, prepare_image
+    from deepfake_detection.faces import crop_face
+    from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.io.images import load_image
 
     run = _train(prepared, tmp_path / "run")
     summary = json.loads((run / "summary.json").read_text())
@@ -112,10 +114,10 @@ def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_p
     df = read_manifest(prepared)
     assert predictor.spec.crop.scale == 1.4 and predictor.spec.crop.detector == df["crop_detector"][0]
     assert predictor.spec.input_size == 64
-    assert type(predictor.detector).name == df["crop_detector"][0]  # the detector the crops were made with
+    assert predictor.detector_name == df["crop_detector"][0]  # the detector the crops were made with
     stills = df[df["source_path"].str.endswith(".jpg")].head(4)
     for row in stills.itertuples():
-        prepared_image = prepare_image(row.source_path, row.source_path, predictor.detector, predictor.spec)
+        prepared_image = predictor.prepare(row.source_path, row.source_path)
         assert prepared_image.faces, row.source_path
         np.testing.assert_allclose(prepared_image.faces[0].box, row.box, atol=0.2)
         stored = cv2.imread(str(prepared.parent / row.crop_path))
@@ -125,9 +127,9 @@ def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_p
                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
         diff = np.abs(cv2.imdecode(encoded, cv2.IMREAD_COLOR).astype(int) - stored.astype(int)).mean()
         assert ok and diff < 0.5, f"{row.source_path}: served crop differs from the stored one by {diff:.2f}"
-        other = prepare_image(row.source_path, row.source_path, predictor.detector,
-                              replace(predictor.spec, crop=replace(predictor.spec.crop, scale=1.3)))
-        assert np.abs(other.crops[0].astype(int) - cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).mean() > 5
+        other = crop_face(load_image(row.source_path), prepared_image.faces[0], predictor.spec.input_size,
+                          replace(predictor.spec.crop, scale=1.3))
+        assert np.abs(other.astype(int) - cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).mean() > 5
 
 
 def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_model: Path,
@@ -175,6 +177,6 @@ def test_predictor_uses_the_detector_the_model_was_trained_on(tmp_path: Path) ->
 
     spec = replace(default_spec("custom_cnn", name="haar-trained"), crop=CropProtocol(detector="haar"))
     path = export_onnx(create_model("custom_cnn").eval(), spec, tmp_path / "haar.onnx")
-    assert type(Predictor.load(path).detector).name == "haar"
+    assert Predictor.load(path).detector_name == "haar"
     override = Predictor.load(path, detector="retinaface")  # an explicit choice still wins
-    assert type(override.detector).name == "retinaface"
+    assert override.detector_name == "retinaface"

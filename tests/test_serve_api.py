@@ -502,7 +502,7 @@ def test_stream_drops_old_frames_instead_of_queueing(make_client: Any, face_jpeg
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from deepfake_detection.synthetic import moving_face_clip
+    from dfd_testkit.synthetic import moving_face_clip
 
     path = moving_face_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", np.random.default_rng(0), n=24)
     return path.read_bytes()
@@ -547,32 +547,6 @@ def test_video_errors(make_client: Any, clip: bytes) -> None:
         assert response.status_code == 503 and response.headers["Retry-After"]
     finally:
         release.set()
-
-
-class RecordingDetector:
-    """Wraps a face detector and notes which threads call it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.threads = inner, []
-
-    def detect(self, image: np.ndarray) -> Any:
-        self.threads.append(threading.current_thread().name)
-        return self.inner.detect(image)
-
-
-def test_a_video_job_never_uses_the_shared_face_detector(make_client: Any, clip: bytes, face_jpeg: bytes,
-                                                         predictor: Predictor, monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    """Image requests use the shared detector when alone; OpenCV's cascade is not thread-safe, so the
-    video job (its own thread, at the same time) must use a detector of its own."""
-    shared = RecordingDetector(predictor.detector)
-    monkeypatch.setattr(predictor, "detector", shared)
-    client = make_client(video_frames=4)
-    job_id = client.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
-    job = wait_for_job(client, job_id)
-    assert job["state"] == "done" and job["result"]["tracks"]
-    assert client.post("/v1/detect", files=upload(face_jpeg)).json()["status"] == "ok"
-    assert shared.threads and not any(name.startswith("dfd-video") for name in shared.threads)
 
 
 def test_a_clip_over_the_pixel_limit_is_refused_before_decoding(make_client: Any, clip: bytes,
@@ -709,6 +683,39 @@ def test_grad_cam_points_at_the_evidence() -> None:
     assert fake_map.max() == pytest.approx(1.0)
     assert fake_map[:6, :6].min() > 0.9 and fake_map[16:, 16:].max() < 0.1
     assert real_map[16:, 16:].min() > 0.9 and real_map[:6, :6].max() < 0.1
+
+
+def test_occlusion_maps_find_the_evidence_without_pytorch() -> None:
+    """The same brightness model as above, scored as ONNX Runtime would be: covering the bright square
+    lowers the fake probability (evidence for "fake"), covering the dark rest raises it ("real")."""
+    from deepfake_detection.models.spec import ModelSpec
+    from deepfake_detection.serve.explain import OcclusionMap
+
+    class Brightness:
+        spec = ModelSpec(arch="custom_cnn", input_size=32)
+
+        def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+            return 1 / (1 + np.exp(-(np.array([c.mean() for c in crops]) / 255 * 8 - 4)))
+
+    occlusion = OcclusionMap(Brightness())  # type: ignore[arg-type]
+    crop = np.zeros((32, 32, 3), np.uint8)
+    crop[:8, :8] = 255
+    fake_map, real_map = occlusion.heatmaps([crop, crop], [True, False])
+    assert fake_map.shape == real_map.shape == (32, 32)
+    assert fake_map.max() == pytest.approx(1.0) and occlusion.method == "occlusion"
+    assert fake_map[:4, :4].min() > 0.5 and fake_map[20:, 20:].max() < 0.1
+    assert real_map[20:, 20:].min() > 0.5 and real_map[:4, :4].max() < 0.1
+
+
+def test_the_threshold_setting_reaches_every_result(tmp_path: Path, face_jpeg: bytes,
+                                                    predictor: Predictor) -> None:
+    """`dfd serve --threshold` / DFD_THRESHOLD: the service's predictor is built with it."""
+    settings = ServeSettings(jobs_dir=tmp_path, explain=False, threshold=0.0)
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/v1/detect", files=upload(face_jpeg)).json()
+    assert body["threshold"] == 0.0 and body["label"] == "fake"
+    with pytest.raises(ValueError, match="threshold"):  # a given predictor cannot take it: refused
+        create_app(settings, predictor=predictor)
 
 
 def test_a_wrong_model_stops_start_up_with_a_clear_reason(tmp_path: Path) -> None:

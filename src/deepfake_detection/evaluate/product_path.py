@@ -68,9 +68,9 @@ def score_sources(predictor: Any, df: pd.DataFrame, *, pad: float | None = None,
     """Score every source of `df` (a manifest slice) with `predictor` (see the module docstring).
     `pad`: the images' padding; None: each row's `source_pad` column (0 without one)."""
     from deepfake_detection.data.prepare import pad_image
-    from deepfake_detection.data.video import sample_frames
     from deepfake_detection.evaluate.robustness import PERTURBATIONS
     from deepfake_detection.io.images import load_image
+    from deepfake_detection.io.video import sample_frames
 
     sources = _sources(df)
     pads = (df.drop_duplicates("source_id")["source_pad"].to_numpy(np.float64) if pad is None

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detection.errors import DFDError
-from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
+from deepfake_detection.infer.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +40,31 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *,
+def score_manifest(predictor: Predictor, df: pd.DataFrame, root: Path, *,
                    perturbations: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Calibrated probabilities per crop (column `score`), clean and under each perturbation."""
     from deepfake_detection.evaluate.robustness import PERTURBATIONS
 
-    size = backend.spec.input_size
+    size = predictor.spec.input_size
     scores: list[np.ndarray] = []
     perturbed: dict[str, list[np.ndarray]] = {name: [] for name in perturbations}
     stored = df["crop_path"].tolist()
     for start in range(0, len(stored), 256):  # bounded memory: 256 crops at a time
         raw = [_read_rgb(root / p) for p in stored[start : start + 256]]
         crops = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in raw]
-        scores.append(crop_probabilities(backend, crops, batch_size=64))
+        scores.append(predictor.probabilities(crops))
         for name in perturbations:  # degrade the stored crop, as a re-encoded upload would be
             degraded = [cv2.resize(PERTURBATIONS[name](r), (size, size), interpolation=cv2.INTER_AREA)
                         for r in raw]
-            perturbed[name].append(crop_probabilities(backend, degraded, batch_size=64))
+            perturbed[name].append(predictor.probabilities(degraded))
     scored = df.copy()
     scored["score"] = np.concatenate(scores) if scores else np.zeros(0)
     return scored, {name: np.concatenate(v) for name, v in perturbed.items()}
 
 
-def _model_info(path: Path, backend: Backend) -> dict[str, Any]:
-    spec = backend.spec
-    return {"name": spec.name or spec.arch, "arch": spec.arch, "input_size": spec.input_size,
-            "sha256": backend.sha256, "file": str(path), "backend": backend.name,
+def _model_info(path: Path, predictor: Predictor) -> dict[str, Any]:
+    spec = predictor.spec
+    return {**predictor.model_info, "input_size": spec.input_size, "file": str(path),
             "file_size_mb": round(path.stat().st_size / 2**20, 2)}
 
 
@@ -83,9 +82,9 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     from deepfake_detection.evaluate.robustness import robustness_table
 
     model_path, data_path, out_dir = Path(model), Path(data), Path(out)
-    backend = load_backend(model_path)
+    predictor = Predictor.load(model_path, batch_size=64)
     if data_path.is_dir():
-        df, root = _folder_frame(data_path, model_path), None
+        df, root = _folder_frame(data_path, predictor), None
     else:
         df, root = read_manifest(data_path), data_path.parent
         if split:
@@ -96,17 +95,18 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     perturbed: dict[str, np.ndarray] = {}
     path_scores = None
     if root is not None and mode == "crops":
-        df, perturbed = score_manifest(backend, df, root, perturbations=robustness)
+        df, perturbed = score_manifest(predictor, df, root, perturbations=robustness)
     elif root is not None:
-        path_scores = _score_product_path(model_path, df, data_path, robustness=robustness, frames=frames,
+        path_scores = _score_product_path(predictor, df, data_path, robustness=robustness, frames=frames,
                                           video_frames=video_frames, progress=progress)
         df, perturbed = path_scores.frames, path_scores.perturbed
         if df.empty or df["label"].nunique() < 2:
             raise DFDError(f"{data_path}: fewer than two classes with a detected face in split {split!r}")
-    spec = backend.spec
+    spec = predictor.spec
     cluster = "group" if path_scores is not None else "source_id"
     results = evaluate_predictions(df, threshold=spec.threshold, temperature=spec.temperature,
-                                   model=_model_info(model_path, backend), n_boot=n_boot, cluster_col=cluster)
+                                   model=_model_info(model_path, predictor), n_boot=n_boot,
+                                   cluster_col=cluster)
     results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),
                        "n_videos": int(df["source_id"].nunique()),
                        "mode": "product path (decode, detect, crop, classify)" if mode == "product"
@@ -131,14 +131,11 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     return results
 
 
-def _score_product_path(model_path: Path, df: pd.DataFrame, manifest: Path, *, robustness: Sequence[str],
-                        frames: int, video_frames: int, progress: bool) -> Any:
+def _score_product_path(predictor: Predictor, df: pd.DataFrame, manifest: Path, *,
+                        robustness: Sequence[str], frames: int, video_frames: int, progress: bool) -> Any:
     from tqdm import tqdm
 
     from deepfake_detection.evaluate.product_path import score_sources, source_padding
-    from deepfake_detection.infer.predictor import Predictor
-
-    predictor = Predictor.load(model_path)
     bar = tqdm(total=int(df["source_id"].nunique()), unit="src", desc="evaluate", disable=not progress)
 
     def advance(done: int, total: int) -> None:
@@ -169,13 +166,11 @@ def _add_product_videos(results: dict[str, Any], scores: Any, threshold: float, 
     results["data"]["unreadable_sources"] = scores.errors
 
 
-def _folder_frame(folder: Path, model_path: Path) -> pd.DataFrame:
+def _folder_frame(folder: Path, predictor: Predictor) -> pd.DataFrame:
     """Score the images of a real/ + fake/ folder with the full pipeline (detect, crop, classify)."""
     from deepfake_detection.data.layouts import iter_sources
-    from deepfake_detection.infer.predictor import Predictor
 
     items = [s for s in iter_sources([folder]) if s.kind == "image"]
-    predictor = Predictor.load(model_path)
     rows = []
     for item, result in zip(items, predictor.predict_many([s.path for s in items]), strict=True):
         if result.fake_probability is None:
@@ -188,10 +183,9 @@ def _folder_frame(folder: Path, model_path: Path) -> pd.DataFrame:
 def measure_latency(model: str | Path, *, repeats: int = 30) -> dict[str, float]:
     """ONNX Runtime CPU latency: batch 1 (median ms) and batch 32 (median ms per batch, images/s)."""
     from deepfake_detection.infer.backends import OnnxBackend
+    from deepfake_detection.models.paths import onnx_for
 
-    path = Path(model)
-    onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
-    backend = OnnxBackend(onnx_path)
+    backend = OnnxBackend(onnx_for(Path(model)))
     size = backend.spec.input_size
     rng = np.random.default_rng(0)
     figures = {}

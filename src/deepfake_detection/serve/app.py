@@ -28,13 +28,13 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from deepfake_detection.data.video import sample_frames, video_info
 from deepfake_detection.errors import DFDError, ImageError, UnsupportedFormatError
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
+from deepfake_detection.io.video import sample_frames, video_info
 from deepfake_detection.serve.apidocs import add_offline_docs
-from deepfake_detection.serve.explain import GradCam, explain, weights_for
+from deepfake_detection.serve.explain import Explainer, GradCam, OcclusionMap, explain
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
     API_KEY_HEADER,
@@ -76,11 +76,15 @@ class Service:
     """Everything the endpoints share; built per app, filled by the lifespan."""
 
     def __init__(self, settings: ServeSettings, predictor: Predictor | None = None) -> None:
+        if predictor is not None and settings.threshold not in (None, predictor.threshold):
+            # A given predictor is used as it is: a threshold setting it does not carry would be ignored.
+            raise ValueError(f"the given predictor's threshold is {predictor.threshold}, the settings "
+                             f"ask for {settings.threshold}: build it with Predictor.load(threshold=...)")
         self.settings = settings
         self.metrics = Metrics()
         self.limiter = RateLimiter(settings.rate_limit)
         self.predictor = predictor  # injected (tests) or loaded at start-up
-        self.cam: GradCam | None = None
+        self.cam: Explainer | None = None
         self.cam_reason = "explanations are off (--no-explain)"
         self.pool = WorkerPool(settings.workers, settings.queue)
         self.video_pool = WorkerPool(1, settings.video_queue, name="dfd-video")
@@ -95,21 +99,29 @@ class Service:
     def start(self) -> None:
         s = self.settings
         if self.predictor is None:
-            self.predictor = Predictor.load(s.model, backend=s.backend, detector=s.detector)
-        self.predictor.max_pixels = s.max_pixels
+            self.predictor = Predictor.load(s.model, backend=s.backend, detector=s.detector,  # type: ignore[arg-type]
+                                            threshold=s.threshold, max_pixels=s.max_pixels)
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
-            self._load_cam()
+            self._load_cam(self.predictor)
         self.jobs = JobStore(s.jobs_dir, s.job_ttl)
 
-    def _load_cam(self) -> None:
-        from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+    def _load_cam(self, predictor: Predictor) -> None:
+        """Grad-CAM when the model's PyTorch weights and PyTorch are there (one backward pass a face),
+        else occlusion maps with the served model itself (no PyTorch; ~170 crops scored a face)."""
+        from deepfake_detection.infer.bundled import default_model_path
+        from deepfake_detection.models.paths import verify_checksum, weights_for
 
         model_path = self.settings.model or default_model_path()
         weights = weights_for(Path(model_path))
+        try:
+            import torch  # noqa: F401
+        except ImportError:  # the slim install: inference runs without PyTorch
+            weights = None
         if weights is None:
-            self.cam_reason = f"explanations need the PyTorch weights ({Path(model_path).stem}.safetensors)"
+            log.info("explanations: occlusion maps (Grad-CAM needs PyTorch weights and the 'train' extra)")
+            self.cam = OcclusionMap(predictor)
             return
         if self.settings.model is None:
             verify_checksum(weights, required=True)
@@ -149,12 +161,7 @@ class Service:
         start = time.perf_counter()
         limits = self.settings
         image = load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
-        # Alone, a request gets the all-cores detector (lowest latency: the live stream); with others
-        # running, each worker thread uses its own one-thread detector (best throughput under load).
-        # Never two threads on the shared detector (OpenCV's cascade is not thread-safe): `running`
-        # counts this request, so a second one admitted while this runs sees 2; video jobs and
-        # batches always use their thread's own detector.
-        result = predictor.predict(image, path=name, worker=self.pool.running > 1)
+        result = predictor.predict(image, path=name)  # thread-safe: the predictor picks the detector
         out = result.to_dict()
         if with_explanation and self.cam is not None and result.faces:
             out["explanations"] = explain(self.cam, image, result)
@@ -166,8 +173,7 @@ class Service:
         predictor, _ = self.need()
         start = time.perf_counter()
         accepted = [(name, data) for name, data, refusal in items if refusal is None and data is not None]
-        scored = iter(predictor.predict_batch([d for _, d in accepted], paths=[n for n, _ in accepted],
-                                              worker=True))
+        scored = iter(predictor.predict_batch([d for _, d in accepted], paths=[n for n, _ in accepted]))
         out = []
         for name, _, refusal in items:
             if refusal is not None:
@@ -186,9 +192,8 @@ class Service:
         start = time.perf_counter()
         jobs.start(job_id)
         try:
-            # This thread's own detector: image requests may be using the shared one right now.
             result = predictor.predict_video(
-                str(clip), frames=self.settings.video_frames, path=name, detector=predictor.worker_detector(),
+                str(clip), frames=self.settings.video_frames, path=name,
                 progress=lambda done, total: jobs.progress(job_id, done, total))
             error = None
             if result.status == "error":
@@ -253,7 +258,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     @app.post("/v1/detect", dependencies=protected, tags=["detect"])
     async def detect(
         file: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
-        explain_faces: Annotated[bool, Query(alias="explain", description="Grad-CAM heatmaps")] = False,
+        explain_faces: Annotated[bool, Query(alias="explain", description="heatmaps per face (Grad-CAM "
+                                                     "or occlusion)")] = False,
     ) -> dict[str, Any]:
         """One image -> its result (the fields of `dfd detect --format jsonl`), faces with boxes."""
         check_media_type(file.content_type, IMAGE_TYPES, "an image")
@@ -347,7 +353,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if not service.ready or service.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"status": "ready", "model": service.predictor.model_info,
-                             "explain": service.cam is not None})
+                             "explain": service.cam is not None,
+                             "explain_method": None if service.cam is None else service.cam.method})
 
     @app.get("/metrics", tags=["monitoring"])
     async def metrics() -> Response:
@@ -367,7 +374,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)  # the trace goes to the log, not the client
+        # The trace goes to the log, not the client; exc_info explicit: this is not an `except` block.
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     # Outermost last: metrics see every response, the body limit runs before any parsing.
