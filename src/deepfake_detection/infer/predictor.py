@@ -111,7 +111,8 @@ class Predictor:
         self._factory = detector
         self._shared = self._factory(None)  # built now: an unknown or unavailable detector fails at load
         # The registry name of what was built ("auto" resolves to retinaface, or haar as a fallback).
-        self._detector_name = getattr(self._shared, "name", "") or getattr(self._factory, "__name__", "custom")
+        built = getattr(self._shared, "name", "")
+        self._detector_name = built or getattr(self._factory, "__name__", "custom")
         self._shared_lock = threading.Lock()
         self._local = threading.local()
 
