@@ -34,23 +34,28 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *,
-                   perturbations: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *, perturbations: Sequence[str] = (),
+                   progress: bool = False) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Calibrated probabilities per crop (column `score`), clean and under each perturbation."""
+    from tqdm import tqdm
+
     from deepfake_detection.evaluate.robustness import PERTURBATIONS
 
     size = backend.spec.input_size
     scores: list[np.ndarray] = []
     perturbed: dict[str, list[np.ndarray]] = {name: [] for name in perturbations}
     stored = df["crop_path"].tolist()
+    bar = tqdm(total=len(stored), unit="crop", desc="evaluate", disable=not progress, dynamic_ncols=True)
     for start in range(0, len(stored), 256):  # bounded memory: 256 crops at a time
         raw = [_read_rgb(root / p) for p in stored[start : start + 256]]
+        bar.update(len(raw))
         crops = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in raw]
         scores.append(crop_probabilities(backend, crops, batch_size=64))
         for name in perturbations:  # degrade the stored crop, as a re-encoded upload would be
             degraded = [cv2.resize(PERTURBATIONS[name](r), (size, size), interpolation=cv2.INTER_AREA)
                         for r in raw]
             perturbed[name].append(crop_probabilities(backend, degraded, batch_size=64))
+    bar.close()
     scored = df.copy()
     scored["score"] = np.concatenate(scores) if scores else np.zeros(0)
     return scored, {name: np.concatenate(v) for name, v in perturbed.items()}
@@ -64,8 +69,10 @@ def _model_info(path: Path, backend: Backend) -> dict[str, Any]:
 
 
 def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, split: str | None = "test",
-                   robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000) -> dict[str, Any]:
-    """Evaluate a model on a manifest's split (or all rows of a folder) and write the report."""
+                   robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000,
+                   progress: bool = False) -> dict[str, Any]:
+    """Evaluate a model on a manifest's split (or all rows of a folder) and write the report;
+    `progress`: a progress bar on stderr while scoring."""
     from deepfake_detection.data.manifest import read_manifest
     from deepfake_detection.evaluate.metrics import summarize
     from deepfake_detection.evaluate.pipeline import evaluate_predictions, make_plots
@@ -75,7 +82,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     model_path, data_path, out_dir = Path(model), Path(data), Path(out)
     backend = load_backend(model_path)
     if data_path.is_dir():
-        df, root = _folder_frame(data_path, model_path), None
+        df, root = _folder_frame(data_path, model_path, progress=progress), None
     else:
         df, root = read_manifest(data_path), data_path.parent
         if split:
@@ -85,7 +92,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
                        f"(split={split!r}: {len(df)} rows)")
     perturbed: dict[str, np.ndarray] = {}
     if root is not None:
-        df, perturbed = score_manifest(backend, df, root, perturbations=robustness)
+        df, perturbed = score_manifest(backend, df, root, perturbations=robustness, progress=progress)
     spec = backend.spec
     results = evaluate_predictions(df, threshold=spec.threshold, temperature=spec.temperature,
                                    model=_model_info(model_path, backend), n_boot=n_boot)
@@ -105,15 +112,19 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     return results
 
 
-def _folder_frame(folder: Path, model_path: Path) -> pd.DataFrame:
+def _folder_frame(folder: Path, model_path: Path, *, progress: bool = False) -> pd.DataFrame:
     """Score the images of a real/ + fake/ folder with the full pipeline (detect, crop, classify)."""
+    from tqdm import tqdm
+
     from deepfake_detection.data.layouts import iter_sources
     from deepfake_detection.infer.predictor import Predictor
 
     items = [s for s in iter_sources([folder]) if s.kind == "image"]
     predictor = Predictor.load(model_path)
     rows = []
-    for item, result in zip(items, predictor.predict_many([s.path for s in items]), strict=True):
+    results = tqdm(predictor.predict_many([s.path for s in items]), total=len(items), unit="img",
+                   desc="evaluate", disable=not progress, dynamic_ncols=True)
+    for item, result in zip(items, results, strict=True):
         if result.fake_probability is None:
             continue  # no face or unreadable: counted by `dfd detect`, not scorable here
         rows.append({"source_id": item.source_id, "label": item.label, "method": item.method,

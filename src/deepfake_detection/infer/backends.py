@@ -118,6 +118,10 @@ def _resolve(path: Path, kind: str) -> tuple[Path, str]:
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise ModelError(f"refusing {path}: pickle-based files can run code; use .safetensors or .onnx")
+    if suffix not in (".onnx", ".safetensors") and path.is_file():  # `--model photo.jpg`: say so
+        raise ModelError(f"{path} is not a model file: models are .onnx or .safetensors files")
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder: name a model file (.onnx or .safetensors)")
     stem = path.with_suffix("") if suffix in (".onnx", ".safetensors") else path
     onnx_path = stem.with_name(stem.name + ".onnx")
     st_path = stem.with_name(stem.name + ".safetensors")
@@ -136,7 +140,8 @@ def _resolve(path: Path, kind: str) -> tuple[Path, str]:
     else:
         raise ModelError(f"backend kind must be 'auto', 'onnx' or 'torch', not {kind!r}")
     if not chosen.is_file():
-        tried = chosen if kind != "auto" or suffix else f"{onnx_path} or {st_path}"
+        named = kind != "auto" or suffix in (".onnx", ".safetensors")
+        tried = chosen if named else f"{onnx_path} or {st_path}"
         raise ModelError(f"model file not found: {tried}")
     return chosen, "onnx" if chosen.suffix == ".onnx" else "torch"
 
