@@ -537,7 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where video jobs are stored (default ~/.cache/deepfake-detection/jobs)")
     srv.add_argument("--video-frames", type=int, help="frames sampled per clip (default 32)")
     srv.add_argument("--no-explain", dest="explain", action="store_false", default=argparse.SUPPRESS,
-                     help="do not load the PyTorch weights for Grad-CAM explanations")
+                     help="refuse Grad-CAM explanations (they load the PyTorch weights on first use)")
+    srv.add_argument("--allowed-hosts", nargs="+", metavar="HOST",
+                     help="host names clients may reach the service by, beside loopback (Host header "
+                          "check against DNS rebinding; * for any; env DFD_ALLOWED_HOSTS)")
+    srv.add_argument("--header-timeout", type=float,
+                     help="seconds a request's headers may take to arrive (default 10)")
+    srv.add_argument("--body-timeout", type=float, help="seconds an upload may pause (default 30)")
+    srv.add_argument("--stream-idle-timeout", type=float,
+                     help="seconds a live stream may send no frame before it is closed (default 60)")
+    srv.add_argument("--max-client-connections", type=int,
+                     help="open connections per client address (default 32)")
+    srv.add_argument("--max-connections", type=int, help="open connections in all (default 1024)")
     srv.set_defaults(func=_cmd_serve)
     for command in sub.choices.values():
         command.formatter_class = _DefaultsFormatter

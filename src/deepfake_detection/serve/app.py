@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -34,7 +35,9 @@ from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
 from deepfake_detection.serve.apidocs import add_offline_docs
+from deepfake_detection.serve.connections import AdmissionMiddleware
 from deepfake_detection.serve.explain import GradCam, explain, weights_for
+from deepfake_detection.serve.hosts import HostCheckMiddleware, allowed_hosts
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
     API_KEY_HEADER,
@@ -55,6 +58,8 @@ from deepfake_detection.serve.workers import PoolFull, WorkerPool
 log = logging.getLogger(__name__)
 STATIC = files("deepfake_detection.serve") / "static"
 RECENT = 50  # detections kept for the dashboard
+SPARE_REQUESTS = 64  # admitted beyond workers + queues: pages, job polls, refusals answered by the app
+MAX_STREAMS, STREAMS_PER_CLIENT = 64, 4  # live streams in all, and per client address
 STREAM_PROTOCOL, STREAM_KEY_PREFIX = "dfd", "dfd-key."
 
 
@@ -81,7 +86,10 @@ class Service:
         self.limiter = RateLimiter(settings.rate_limit)
         self.predictor = predictor  # injected (tests) or loaded at start-up
         self.cam: GradCam | None = None
+        self.cam_weights: Path | None = None  # loaded into `cam` on the first request that asks
         self.cam_reason = "explanations are off (--no-explain)"
+        self._cam_lock = threading.Lock()
+        self.hosts = allowed_hosts(settings.allowed_hosts, settings.host)
         self.pool = WorkerPool(settings.workers, settings.queue)
         self.video_pool = WorkerPool(1, settings.video_queue, name="dfd-video")
         self.jobs: JobStore | None = None
@@ -100,20 +108,40 @@ class Service:
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
-            self._load_cam()
+            self._find_cam_weights()
         self.jobs = JobStore(s.jobs_dir, s.job_ttl)
 
-    def _load_cam(self) -> None:
-        from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+    def _find_cam_weights(self) -> None:
+        """Where Grad-CAM's weights are; they are loaded (PyTorch: several hundred MiB) only when a
+        request asks for an explanation, so a service nobody asks for one stays small."""
+        from deepfake_detection.infer.bundled import default_model_path
 
         model_path = self.settings.model or default_model_path()
-        weights = weights_for(Path(model_path))
-        if weights is None:
+        self.cam_weights = weights_for(Path(model_path))
+        if self.cam_weights is None:
             self.cam_reason = f"explanations need the PyTorch weights ({Path(model_path).stem}.safetensors)"
-            return
-        if self.settings.model is None:
-            verify_checksum(weights, required=True)
-        self.cam = GradCam.from_file(weights)
+
+    @property
+    def explain_available(self) -> bool:
+        return self.cam is not None or self.cam_weights is not None
+
+    def grad_cam(self) -> GradCam:
+        """The Grad-CAM model, loaded on first use (on a worker thread, once)."""
+        with self._cam_lock:
+            if self.cam is None:
+                from deepfake_detection.infer.bundled import verify_checksum
+
+                if self.cam_weights is None:
+                    raise HTTPException(422, self.cam_reason)
+                try:
+                    if self.settings.model is None:
+                        verify_checksum(self.cam_weights, required=True)
+                    self.cam = GradCam.from_file(self.cam_weights)
+                except DFDError as exc:
+                    log.error("explanations unavailable: %s", exc)
+                    self.cam_weights, self.cam_reason = None, f"explanations are unavailable: {exc}"
+                    raise HTTPException(422, self.cam_reason) from None
+            return self.cam
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -156,8 +184,8 @@ class Service:
         # batches always use their thread's own detector.
         result = predictor.predict(image, path=name, worker=self.pool.running > 1)
         out = result.to_dict()
-        if with_explanation and self.cam is not None and result.faces:
-            out["explanations"] = explain(self.cam, image, result)
+        if with_explanation and result.faces:
+            out["explanations"] = explain(self.grad_cam(), image, result)
         self._record(result, source, start)
         return out
 
@@ -257,7 +285,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     ) -> dict[str, Any]:
         """One image -> its result (the fields of `dfd detect --format jsonl`), faces with boxes."""
         check_media_type(file.content_type, IMAGE_TYPES, "an image")
-        if explain_faces and service.cam is None:
+        if explain_faces and not service.explain_available:
             raise HTTPException(422, service.cam_reason)
         name = file.filename or "upload"
         try:
@@ -347,7 +375,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if not service.ready or service.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"status": "ready", "model": service.predictor.model_info,
-                             "explain": service.cam is not None})
+                             "explain": service.explain_available})
 
     @app.get("/metrics", tags=["monitoring"])
     async def metrics() -> Response:
@@ -370,12 +398,16 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         log.exception("unhandled error on %s", request.url.path)  # the trace goes to the log, not the client
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    # Outermost last: metrics see every response, the body limit runs before any parsing.
+    # Outermost last: metrics see every response (refusals included), the Host check runs first, the
+    # admission limit before any upload is read, the body limit before any parsing.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(GuardMiddleware, api_key=settings.api_key_text, limiter=service.limiter)
     if settings.cors:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"],
                            allow_headers=[API_KEY_HEADER, "Content-Type"])
+    app.add_middleware(AdmissionMiddleware, capacity=settings.workers + settings.queue + settings.video_queue
+                       + SPARE_REQUESTS, streams=MAX_STREAMS, streams_per_client=STREAMS_PER_CLIENT)
+    app.add_middleware(HostCheckMiddleware, allowed=service.hosts)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, router_app=app)
     return app
 
@@ -402,9 +434,11 @@ async def _stream(ws: WebSocket, service: Service) -> None:
         (p.removeprefix(STREAM_KEY_PREFIX) for p in offered if p.startswith(STREAM_KEY_PREFIX)), None)
     try:
         service.limiter.check(client_host(ws.scope))  # first: wrong keys use up tokens too
-        check_origin(ws.headers.get("origin"), ws.headers.get("host"), settings.cors)
+        check_origin(ws.headers.get("origin"), ws.headers.get("host"), settings.cors, service.hosts)
         check_api_key(settings.api_key_text, key)
     except HTTPException as exc:
+        # Accepted, then closed with 1008 and the reason (closing before accepting is a bare HTTP 403).
+        await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
         await ws.close(code=1008, reason=str(exc.detail)[:120])
         return
     await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
@@ -417,7 +451,12 @@ async def _stream(ws: WebSocket, service: Service) -> None:
         nonlocal pending, closed, received, dropped
         try:
             while True:
-                message = await ws.receive()
+                try:  # a stream that sends nothing holds a connection for nothing
+                    message = await asyncio.wait_for(ws.receive(), settings.stream_idle_timeout)
+                except TimeoutError:
+                    service.metrics.connections_closed.labels("stream_idle").inc()
+                    await ws.close(code=1001, reason=f"no frame for {settings.stream_idle_timeout:g} s")
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")
