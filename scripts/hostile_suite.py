@@ -438,6 +438,29 @@ def signals(work: Path, quick: bool) -> Row:
     row = _live_sigterm(work, row)
     if not quick:
         row = _prepare_sigkill(work, folder, row)
+        row = _scan_sigkill(work, folder, row)
+    return row
+
+
+def _scan_sigkill(work: Path, images: Path, row: Row) -> Row:
+    """`dfd scan` killed mid-run: its Ray helpers must go with it, and the re-run must finish and
+    remove the temporary Parquet file the killed run left."""
+    from deepfake_detection.raywatch import marked_processes
+
+    out = work / "scan" / "r.parquet"
+    out.parent.mkdir()
+    args = ["scan", str(images), "-o", str(out), "--no-progress"]
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = _wait(lambda: bool(_temporaries(out.parent)), timeout=180)
+    proc.kill()
+    proc.wait()
+    gone = _wait(lambda: not marked_processes(proc.pid), timeout=10)
+    row.outcome(crash=not started or not gone, note=f"scan SIGKILL: started {started}, Ray helpers left "
+                f"{marked_processes(proc.pid)}")
+    again = _run(args, timeout=300)
+    row.outcome(crash=_crashed(again.stderr) or again.returncode != 0,
+                lost=not out.exists() or bool(_temporaries(out.parent)),
+                note=f"scan re-run after SIGKILL: exit {again.returncode}: {again.stderr[-200:]}")
     return row
 
 

@@ -216,6 +216,29 @@ def test_prepare_workers_die_with_a_killed_parent(tmp_path: Path, astronaut: np.
     assert alive == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ray_helpers_die_with_a_killed_command() -> None:
+    """The watchdog `dfd scan` starts beside a local Ray runtime: once the command is killed, every
+    process carrying its mark (the Ray helpers inherit it) is killed too."""
+    from deepfake_detection.raywatch import MARK
+
+    command = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    helper = subprocess.Popen(["sleep", "120"], env={**os.environ, MARK: str(command.pid)})
+    bystander = subprocess.Popen(["sleep", "120"], env={**os.environ, MARK: "1"})
+    watchdog = subprocess.Popen([sys.executable, "-m", "deepfake_detection.raywatch", str(command.pid)])
+    try:
+        time.sleep(1.0)
+        assert helper.poll() is None  # nothing happens while the command lives
+        command.kill()
+        assert helper.wait(timeout=10) == -signal.SIGKILL
+        assert watchdog.wait(timeout=10) == 0
+        assert bystander.poll() is None  # another owner's helper is left alone
+    finally:
+        for proc in (command, helper, bystander, watchdog):
+            proc.kill()
+            proc.wait()
+
+
 def test_stale_temporaries_are_removed_at_the_next_run(tmp_path: Path, hide_ray: None) -> None:
     from deepfake_detection.errors import MissingExtraError
     from deepfake_detection.io.atomic import new_temp_file
