@@ -20,7 +20,7 @@ import numpy as np
 
 def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     """720p scenes, each with one public-domain portrait pasted at a random place and size."""
-    from deepfake_detection.synthetic import scene, write_image
+    from dfd_testkit.synthetic import scene, write_image
 
     rng = np.random.default_rng(seed)
     paths = []
@@ -40,11 +40,11 @@ def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model
     with ONNX Runtime (what `dfd detect` uses) and with eager PyTorch (the plain approach)."""
     from deepfake_detection.infer.backends import crop_probabilities, load_backend
     from deepfake_detection.infer.bundled import default_model_path
+    from deepfake_detection.models.paths import weights_for
 
-    onnx_path = Path(model) if model else default_model_path()
-    torch_path = onnx_path.with_suffix(".safetensors")
+    torch_path = weights_for(Path(model) if model else default_model_path())
     backends = {"ONNX Runtime": predictor.backend}  # type: ignore[attr-defined]
-    if torch_path.is_file():
+    if torch_path is not None:
         backends["PyTorch eager"] = load_backend(torch_path, kind="torch")
     print("\nbatch 1 (one crop or one photo per call)")
     for name, backend in backends.items():
@@ -65,7 +65,7 @@ def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model
 
 def main() -> None:
     from deepfake_detection.cli import main as dfd
-    from deepfake_detection.faces import crop_faces
+    from deepfake_detection.faces import create_detector, crop_faces
     from deepfake_detection.infer.predictor import Predictor
     from deepfake_detection.io.images import load_image
 
@@ -82,7 +82,7 @@ def main() -> None:
         spec = predictor.spec
         print(f"{len(paths)} generated 1280x720 JPEGs, one face each; model {spec.name or spec.arch} "
               f"({spec.arch}, {spec.input_size}px, {predictor.backend.name}); detector "
-              f"{type(predictor.detector).__name__}")
+              f"{predictor.detector_name}")
         predictor.predict(str(paths[0]))  # warm-up: sessions, caches
 
         # The plain approach: each stage alone over all images, one after the other.
@@ -91,7 +91,8 @@ def main() -> None:
         images = [load_image(str(p)) for p in paths]
         stages["decode"] = time.perf_counter() - start
         start = time.perf_counter()
-        faces = [predictor.detector.detect(img) for img in images]
+        detector = create_detector(predictor.detector_name)  # all cores, as the Predictor's shared one
+        faces = [detector.detect(img) for img in images]
         stages["detect"] = time.perf_counter() - start
         start = time.perf_counter()
         crops = [c for img, f in zip(images, faces, strict=True)

@@ -102,12 +102,12 @@ def main() -> None:
 
     from deepfake_detection.infer.predictor import Predictor
     from deepfake_detection.runtime import available_cores
-    from deepfake_detection.synthetic import moving_face_clip
+    from dfd_testkit.synthetic import moving_face_clip
 
     predictor = Predictor.load(args.model)
     spec = predictor.spec
     print(f"model {spec.name or spec.arch} ({spec.arch}, {spec.input_size}px, {predictor.backend.name}); "
-          f"detector {type(predictor.detector).__name__}; {available_cores()} cores")
+          f"detector {predictor.detector_name}; {available_cores()} cores")
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for faces in args.faces:

@@ -24,9 +24,9 @@ import numpy as np
 
 def _plain(paths: list[Path], out: Path, *, cropped: bool, video: bool = False, frames: int = 32) -> int:
     """The plain loop, single process: what a first script would do."""
-    from deepfake_detection.data.video import sample_frames
     from deepfake_detection.faces import create_detector, crop_face
     from deepfake_detection.io.images import load_image
+    from deepfake_detection.io.video import sample_frames
 
     detector = None if cropped else create_detector("retinaface")
     out.mkdir(parents=True, exist_ok=True)
@@ -62,8 +62,8 @@ def _row(name: str, units: int, unit: str, seconds: float, plain: float | None) 
 
 
 def bench(args: argparse.Namespace, tmp: Path) -> None:
-    from deepfake_detection.synthetic import moving_face_clip, scene, write_image
-    from deepfake_detection.synthetic import portraits as _portraits
+    from dfd_testkit.synthetic import moving_face_clip, scene, write_image
+    from dfd_testkit.synthetic import portraits as _portraits
 
     rng = np.random.default_rng(0)
     print(f"{'':<34}{'count':>7} {'':<7}{'dfd prepare':>11}  {'plain loop':>16}  speed-up")

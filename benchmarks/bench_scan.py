@@ -25,7 +25,7 @@ import numpy as np
 
 
 def make_images(folder: Path, count: int, seed: int = 0) -> None:
-    from deepfake_detection.synthetic import scene, write_image
+    from dfd_testkit.synthetic import scene, write_image
 
     rng = np.random.default_rng(seed)
     for i in range(count):

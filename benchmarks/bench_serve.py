@@ -56,7 +56,7 @@ def serve_process(extra: list[str], jobs: str, *, explain: bool = False) -> Iter
 
 def main() -> None:
     from deepfake_detection.infer.predictor import Predictor
-    from deepfake_detection.serve.loadgen import face_images, rss_mb, run_load
+    from dfd_testkit.loadgen import face_images, rss_mb, run_load
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -314,9 +314,10 @@ prepare x --out o --frames 3 --stride 2
 prepare x --out o --crop-size 0
 prepare {work} --out {work}/p --layout nonsense
 prepare x --out o --crop-scale -1
+prepare x --out o --max-side 10
 evaluate {img} {work} --out {img}
 evaluate missing.onnx {work} --out {work}/e
-evaluate m d --out o --bootstrap 0
+evaluate m d --out o --bootstrap -1
 evaluate {img} {work} --out {work}/e
 compare {work} --out {img}
 compare {work}/nope --out {work}/c

@@ -43,7 +43,7 @@ print("data:", DATA or "generated", "| work folder:", WORK)"""),
     face self-blended (colour/shape-jittered copy blended back inside a face mask).\"\"\"
     from deepfake_detection.data.blend import self_blend
     from deepfake_detection.faces import create_detector
-    from deepfake_detection.synthetic import scene, write_image
+    from dfd_testkit.synthetic import scene, write_image
 
     rng = np.random.default_rng(seed)
     detector = create_detector("auto")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deepfake_detection.io.atomic import atomic_path
 from deepfake_detection.io.images import load_image
-from deepfake_detection.synthetic import self_blended
+from dfd_testkit.synthetic import self_blended
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 PORTRAITS = ("astronaut", "grace_hopper")

@@ -14,7 +14,8 @@ from deepfake_detection.errors import ModelError
 from deepfake_detection.export.onnx import export_onnx
 from deepfake_detection.infer.backends import OnnxBackend, TorchBackend, load_backend
 from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
-from deepfake_detection.models.files import save_model, sha256_file
+from deepfake_detection.models.files import save_model
+from deepfake_detection.models.paths import sha256_file
 from deepfake_detection.models.registry import create_model, default_spec
 from deepfake_detection.models.spec import ModelSpec
 
@@ -117,7 +118,7 @@ def test_corrupt_files_raise_model_error(model_dir: Path, tmp_path: Path) -> Non
 def test_onnx_without_spec_is_refused(tmp_path: Path) -> None:
     import onnx
 
-    from deepfake_detection.export.onnx import SPEC_KEY
+    from deepfake_detection.models.paths import SPEC_KEY
 
     model = create_model("custom_cnn").eval()
     path = export_onnx(model, default_spec("custom_cnn", input_size=64), tmp_path / "m.onnx")

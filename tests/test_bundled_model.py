@@ -1,4 +1,5 @@
-"""The bundled default model (models/default.*): integrity, its verdicts on the samples, backend parity."""
+"""The bundled default model (package data, deepfake_detection/bundled/default.*): integrity, its
+verdicts on the samples, backend parity."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from deepfake_detection.cli import main as dfd_main
 from deepfake_detection.errors import ModelError
 from deepfake_detection.faces import crop_faces
 from deepfake_detection.infer.backends import load_backend
-from deepfake_detection.infer.bundled import default_model_path, verify_checksum
+from deepfake_detection.infer.bundled import BUNDLED_DIR, default_model_path
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.io.images import load_image
-from deepfake_detection.synthetic import self_blended
+from deepfake_detection.models.paths import verify_checksum, write_checksum
+from dfd_testkit.synthetic import self_blended
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
-MODELS = REPO / "models"
+MODELS = REPO / "src" / "deepfake_detection" / "bundled"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,7 @@ def predictor() -> Predictor:
 
 
 def test_bundled_files_are_small_and_match_their_checksums() -> None:
+    assert BUNDLED_DIR == MODELS
     files = [MODELS / "default.onnx", MODELS / "default.safetensors"]
     assert sum(f.stat().st_size for f in files) <= 30 * 2**20
     for f in files:
@@ -70,12 +73,12 @@ def test_onnx_and_pytorch_agree_on_the_bundled_model(predictor: Predictor) -> No
     crops = []
     for name in ("astronaut", "grace_hopper", "astronaut_selfblended"):
         image = load_image(SAMPLES / f"{name}.jpg")
-        face = predictor.detector.detect(image)[0]
+        face = predictor.detect_faces(image)[0]
         crops += crop_faces(image, [face], onnx.spec.input_size, onnx.spec.crop)
     rng = np.random.default_rng(0)
     crops.append(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))
-    p_onnx = Predictor(onnx, predictor.detector).probabilities(crops)
-    p_torch = Predictor(torch_backend, predictor.detector).probabilities(crops)
+    p_onnx = Predictor(onnx).probabilities(crops)
+    p_torch = Predictor(torch_backend).probabilities(crops)
     np.testing.assert_allclose(p_onnx, p_torch, atol=2e-4)
 
 
@@ -105,6 +108,16 @@ def test_corrupted_bundled_model_is_a_clear_error(tmp_path: Path, monkeypatch: p
         load_backend(bad, kind="onnx")
 
 
+def test_write_checksum_makes_the_sidecar_a_load_checks(tmp_path: Path) -> None:
+    """How a new bundled model gets its sidecars (sha256sum's format)."""
+    model = tmp_path / "default.onnx"
+    shutil.copy(MODELS / "default.onnx", model)
+    digest = write_checksum(model)
+    assert (tmp_path / "default.onnx.sha256").read_text() == f"{digest}  default.onnx\n"
+    assert verify_checksum(model, required=True) == digest
+    assert (tmp_path / "default.onnx.sha256").read_text() == (MODELS / "default.onnx.sha256").read_text()
+
+
 def test_metrics_file_describes_the_shipped_model(predictor: Predictor) -> None:
     metrics = json.loads((MODELS / "default.metrics.json").read_text())
     for part in (metrics["training"], metrics["test_evaluation"]):
@@ -115,7 +128,7 @@ def test_metrics_file_describes_the_shipped_model(predictor: Predictor) -> None:
 def test_bundled_model_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The checksum check's digest is the one results report: the 13 MB file is read once at load."""
     import deepfake_detection.infer.backends as backends
-    import deepfake_detection.infer.bundled as bundled
+    import deepfake_detection.models.paths as paths
 
     hashed: list[Path] = []
 
@@ -123,8 +136,8 @@ def test_bundled_model_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> N
         hashed.append(Path(path))
         return real(path)
 
-    real = bundled.sha256_file
-    monkeypatch.setattr(bundled, "sha256_file", counting)
+    real = paths.sha256_file
+    monkeypatch.setattr(paths, "sha256_file", counting)
     monkeypatch.setattr(backends, "sha256_file", counting)
     predictor = Predictor.load()
     assert predictor.model_info["sha256"] == (MODELS / "default.onnx.sha256").read_text().split()[0]

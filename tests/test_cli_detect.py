@@ -16,7 +16,7 @@ from PIL import Image
 
 from deepfake_detection import load_model, predict_image
 from deepfake_detection.cli import main
-from deepfake_detection.models.files import sha256_file
+from deepfake_detection.models.paths import sha256_file
 
 CONTRACT_FIELDS = {"path", "status", "fake_probability", "label", "threshold", "faces", "error", "model",
                    "timings_ms"}
@@ -159,7 +159,7 @@ def test_annotate_keeps_same_named_inputs_apart(tmp_path: Path, astronaut: np.nd
 def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_onnx_model: Path,
                                                           caplog: pytest.LogCaptureFixture,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake_detection.synthetic import moving_face_clip
+    from dfd_testkit.synthetic import moving_face_clip
 
     for i, sub in enumerate(("a", "b")):
         moving_face_clip(tmp_path / "in" / sub / "clip.mp4", np.random.default_rng(i), n=8)
@@ -176,7 +176,7 @@ def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_o
     def broken_plot(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("deepfake_detection.live.video_verdict.plot_timeline", broken_plot)
+    monkeypatch.setattr("deepfake_detection.infer.render.plot_timeline", broken_plot)
     code, records = _run_jsonl([*args, "--plot", str(plots)], tmp_path / "r3.jsonl")
     assert code == 0 and len(records) == 2  # every plot failed: the results are still all written
     assert caplog.text.count("no timeline plot for") == 2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepfake_detection.cli import main
-from deepfake_detection.synthetic import write_image
+from dfd_testkit.synthetic import write_image
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_compare_two_runs(prepared: Path, tiny_onnx_model: Path, tmp_path: Path)
 
 def test_evaluate_a_folder_runs_the_full_pipeline(tiny_onnx_model: Path, tmp_path: Path) -> None:
     """A real/ + fake/ folder: faces detected, cropped and scored image by image."""
-    from deepfake_detection.synthetic import scene
+    from dfd_testkit.synthetic import scene
 
     rng = np.random.default_rng(1)
     for label in ("real", "fake"):

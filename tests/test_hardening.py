@@ -21,7 +21,7 @@ from PIL import Image
 from deepfake_detection.cli import main
 from deepfake_detection.io.paths import csv_cell, display_path, json_safe, terminal_text
 from deepfake_detection.io.sources import expand_inputs
-from deepfake_detection.synthetic import moving_face_clip
+from dfd_testkit.synthetic import moving_face_clip
 
 READ_ONLY = "/proc/self/dfd-out"  # not writable, not even by root: a real failure, not a mock
 ODD = os.fsdecode(b"odd\xff\xfe.jpg")  # not valid UTF-8
@@ -133,14 +133,13 @@ def test_scan_rows_keep_odd_names(odd_names: Path, tiny_onnx_model: Path) -> Non
     """The scan's stages, in this process: inputs travel as bytes, the row keeps them exactly."""
     import pyarrow as pa
 
-    from deepfake_detection.infer.backends import load_backend
     from deepfake_detection.scan.inputs import list_inputs
     from deepfake_detection.scan.schema import RESULT_SCHEMA, input_table
     from deepfake_detection.scan.stages import Classifier, detect_batch
 
     items = list_inputs([str(odd_names)])
-    spec = load_backend(tiny_onnx_model).spec
-    prepared = detect_batch(input_table(items), spec_json=spec.to_json(), detector="auto", max_pixels=10**8)
+    prepared = detect_batch(input_table(items), model=str(tiny_onnx_model), backend="auto", detector="auto",
+                            max_pixels=10**8)
     table = Classifier(str(tiny_onnx_model))(prepared).cast(RESULT_SCHEMA)
     odd = [r for r in table.to_pylist() if r["path_bytes"] is not None]
     assert len(odd) == 1 and odd[0]["path_bytes"] == os.fsencode(str(odd_names / ODD))
@@ -161,6 +160,7 @@ def _temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # a real process, stopped by a signal
 def test_sigterm_publishes_what_detect_scored(tmp_path: Path, astronaut: np.ndarray, tiny_onnx_model: Path
                                               ) -> None:
     for i in range(300):
@@ -180,6 +180,7 @@ def test_sigterm_publishes_what_detect_scored(tmp_path: Path, astronaut: np.ndar
     assert _temporaries(out.parent) == []
 
 
+@pytest.mark.slow  # a real process, stopped by a signal
 def test_sigterm_publishes_what_live_wrote(tmp_path: Path) -> None:
     clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(0), n=400)
     out = tmp_path / "out"
@@ -197,6 +198,7 @@ def test_sigterm_publishes_what_live_wrote(tmp_path: Path) -> None:
 
 # --- 8. no process outlives a killed parent; stale temporaries go at the next run -------------------
 
+@pytest.mark.slow  # a real process, stopped by a signal
 def test_prepare_workers_die_with_a_killed_parent(tmp_path: Path, astronaut: np.ndarray) -> None:
     psutil = pytest.importorskip("psutil")
     small = np.ascontiguousarray(astronaut[::2, ::2])
@@ -378,7 +380,7 @@ def test_annotate_uses_the_pixel_limit_and_says_it_skips_videos(tmp_path: Path, 
     (["detect", "x", "--frames", "4", "--stride", "2"], "not allowed with argument"),
     (["prepare", "x", "--out", "o", "--frames", "4", "--stride", "2"], "not allowed with argument"),
     (["detect", "x", "--bogus"], "unrecognized arguments: --bogus"),
-    (["evaluate", "m", "d", "--out", "o", "--bootstrap", "0"], "--bootstrap: must be >= 1"),
+    (["evaluate", "m", "d", "--out", "o", "--bootstrap", "-1"], "--bootstrap: must be >= 0"),
 ])
 def test_bad_arguments_are_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]
                                         ) -> None:

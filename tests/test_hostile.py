@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("psutil")
+pytestmark = pytest.mark.slow  # about a minute and a half: real processes, signals, a Ray runtime, a server
 
 
 def test_the_hostile_suite_finds_no_crash_and_loses_no_output() -> None:

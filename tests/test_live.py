@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,14 @@ import pytest
 
 from deepfake_detection.cli import main
 from deepfake_detection.faces import Face
+from deepfake_detection.faces.tracking import IoUTracker
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.live import run as live_run
 from deepfake_detection.live.capture import Capture, SourceError, parse_source, source_kind
 from deepfake_detection.live.pipeline import LiveConfig, LivePipeline
 from deepfake_detection.live.run import run_live
 from deepfake_detection.live.smoothing import Smoother
-from deepfake_detection.live.tracking import IoUTracker
-from deepfake_detection.synthetic import moving_face_clip
+from dfd_testkit.synthetic import moving_face_clip
 
 FACE_FIELDS = {"box", "detector_score", "fake_probability", "landmarks"}  # as in `dfd detect`
 
@@ -108,6 +107,7 @@ def _run_with_scores(predictor: Predictor, clip: Path, scores: list[float], monk
                      config: LiveConfig) -> tuple[list[Any], list[int]]:
     """Run the pipeline with the real model, but report `scores` (cycled) as its outputs."""
     batches: list[int] = []
+    predictor = Predictor(predictor.backend, threshold=0.8)
     original = predictor.probabilities
     cycle = iter(scores * 1000)
 
@@ -117,7 +117,6 @@ def _run_with_scores(predictor: Predictor, clip: Path, scores: list[float], monk
         return np.array([next(cycle) for _ in crops], np.float32)
 
     monkeypatch.setattr(predictor, "probabilities", scripted)
-    monkeypatch.setattr(predictor, "spec", replace(predictor.spec, threshold=0.8))
     with Capture(clip) as capture:
         results = [result for _, result in LivePipeline(predictor, config).run(capture)]
     return results, batches
@@ -385,17 +384,16 @@ def test_bad_output_paths_fail_at_start(two_faces: Path, tmp_path: Path, monkeyp
 
 def test_processing_failure_keeps_the_frames_written(predictor: Predictor, two_faces: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    real = predictor.worker_detector()
-    calls = {"n": 0}
+    real, calls = predictor.detect_faces, {"n": 0}
 
     class Failing:
         def detect(self, rgb: np.ndarray) -> list[Face]:
             calls["n"] += 1
             if calls["n"] == 5:
                 raise RuntimeError("detector crashed")
-            return real.detect(rgb)
+            return real(rgb)
 
-    monkeypatch.setattr(predictor, "worker_detector", lambda: Failing())
+    predictor = Predictor(predictor.backend, detector=lambda threads: Failing())  # type: ignore[arg-type,return-value]
     out, lines = tmp_path / "part.mp4", tmp_path / "part.jsonl"
     summary = run_live(predictor, str(two_faces), display=False, save=str(out), jsonl=str(lines))
     assert summary.stopped_by == "error" and summary.error is not None
@@ -408,7 +406,6 @@ def test_first_detection_of_each_thread_does_not_set_k(predictor: Predictor, two
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Each thread's detector is slow once (session creation, warm-up): that run must not raise k.
     The detector thread creates and warms its detector before its first real detection."""
-    local = threading.local()
     calls: list[tuple[str, bool]] = []  # (thread, blank warm-up image)
 
     class SlowOnce:
@@ -422,12 +419,8 @@ def test_first_detection_of_each_thread_does_not_set_k(predictor: Predictor, two
                 time.sleep(0.2)
             return []
 
-    def worker_detector() -> SlowOnce:
-        if not hasattr(local, "detector"):
-            local.detector = SlowOnce()
-        return local.detector
-
-    monkeypatch.setattr(predictor, "worker_detector", worker_detector)
+    predictor = Predictor(predictor.backend, detector=lambda threads: SlowOnce())  # type: ignore[arg-type,return-value]
+    calls.clear()  # the predictor's shared detector, made at load, is not the live detector thread's
     pipeline = LivePipeline(predictor)
     with Capture(two_faces) as capture:
         ks = [result.detect_every for _, result in pipeline.run(capture)]
@@ -438,15 +431,14 @@ def test_first_detection_of_each_thread_does_not_set_k(predictor: Predictor, two
 
 def test_unmatched_tracks_hold_still_and_are_not_rescored(predictor: Predictor, two_faces: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    real = predictor.worker_detector()
-    calls = {"n": 0}
+    real, calls = predictor.detect_faces, {"n": 0}
 
     class Vanishing:  # finds the faces three times, then nothing: as if they had left the frame
         def detect(self, rgb: np.ndarray) -> list[Face]:
             calls["n"] += 1
-            return real.detect(rgb) if calls["n"] <= 3 else []
+            return real(rgb) if calls["n"] <= 3 else []
 
-    monkeypatch.setattr(predictor, "worker_detector", lambda: Vanishing())
+    predictor = Predictor(predictor.backend, detector=lambda threads: Vanishing())  # type: ignore[arg-type,return-value]
     with Capture(two_faces) as capture:
         # k pinned to 2: an adaptive k (from measured detection times) could leave too few
         # detection rounds in the clip for the lost tracks to end, which made this test flaky.

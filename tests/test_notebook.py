@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_notebook_runs(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DFD_NOTEBOOK_WORK", str(tmp_path))
     monkeypatch.delenv("DFD_NOTEBOOK_DATA", raising=False)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from deepfake_detection.cli import main
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import MANIFEST_COLUMNS
-from deepfake_detection.data.video import frame_indices
-from deepfake_detection.synthetic import moving_face_clip, scene, write_image
+from deepfake_detection.io.video import frame_indices
+from dfd_testkit.synthetic import moving_face_clip, scene, write_image
 
 
 def _dataset(root: Path, n_per_class: int = 8, seed: int = 0) -> Path:
@@ -71,6 +72,7 @@ def _worker_pids(parent: int) -> list[int]:
     return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
+@pytest.mark.slow  # kills a worker process mid-run
 def test_resume_after_killed_worker_gives_same_manifest(tmp_path: Path) -> None:
     root = _dataset(tmp_path / "data", n_per_class=30, seed=1)
     args = ["prepare", str(root), "--frames", "4", "--workers", "2", "--no-progress", "--chunk-size", "2"]
@@ -120,6 +122,13 @@ def test_cropped_mode(tmp_path: Path) -> None:
     assert main(args) == 0
     df = read_manifest(out / "manifest.parquet")
     assert len(df) == 12 and df.landmarks.isna().all() and (df.det_score == 1.0).all()
+    # A second run in the same process after the output folder was removed writes every crop again.
+    import shutil
+
+    shutil.rmtree(out)
+    assert main(args) == 0
+    again = read_manifest(out / "manifest.parquet")
+    assert len(again) == 12 and all((out / p).is_file() for p in again.crop_path)
 
 
 def test_landmarks68_stored_in_crop_pixels(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from deepfake_detection.data.manifest import read_manifest
 from test_prepare import _dataset
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray runtime
 
 
 def test_ray_tasks_give_the_manifest_of_local_processes(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from deepfake_detection.infer.predictor import Prepared
 from deepfake_detection.scan.inputs import list_inputs, read_uri
 from deepfake_detection.scan.schema import read_results
 from deepfake_detection.scan.stages import Classifier, decode_prepared, encode_prepared
-from deepfake_detection.synthetic import scene, write_image
+from dfd_testkit.synthetic import scene, write_image
 
 ray = pytest.importorskip("ray")
 
@@ -60,6 +60,7 @@ def _same_record(scanned: dict, detected: dict) -> None:
     assert set(scanned["timings_ms"]) == set(detected["timings_ms"])
 
 
+@pytest.mark.slow  # a Ray runtime
 def test_scan_gives_the_records_of_detect(ray_runtime, scenes: Path, tiny_onnx_model: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.jpg"
@@ -90,6 +91,7 @@ def test_scan_gives_the_records_of_detect(ray_runtime, scenes: Path, tiny_onnx_m
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow  # a Ray runtime
 def test_a_killed_actor_loses_and_duplicates_nothing(ray_runtime, scenes: Path, tiny_onnx_model: Path,
                                                      tmp_path: Path) -> None:
     from deepfake_detection.scan import ScanConfig, scan
@@ -144,6 +146,7 @@ def test_listings_and_uris(scenes: Path, tmp_path: Path) -> None:
         list_inputs([str(tmp_path / "cols.csv")])
 
 
+@pytest.mark.slow  # a Ray runtime
 def test_a_batch_that_always_kills_its_actor_fails_the_scan(ray_runtime, scenes: Path, tiny_onnx_model: Path,
                                                             tmp_path: Path) -> None:
     from deepfake_detection.errors import DFDError
@@ -270,12 +273,11 @@ def test_prepared_images_cross_the_stage_boundary_intact() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(q.crops, crops, strict=True))
     assert np.array_equal(q.faces[0].box, faces[0].box) and np.array_equal(q.faces[0].landmarks,
                                                                             faces[0].landmarks)
-    assert q.faces[1].landmarks is None and q.whole_image is None
-    whole = Prepared("y.png", whole_image=crops[0], image_size=(8, 8))
-    r = decode_prepared(encode_prepared(8, whole), 8)
-    assert r.faces == [] and r.crops == [] and np.array_equal(r.whole_image, crops[0])
+    assert q.faces[1].landmarks is None
+    r = decode_prepared(encode_prepared(8, Prepared("y.png", image_size=(8, 8))), 8)
+    assert r.faces == [] and r.crops == [] and r.image_size == (8, 8)
     e = decode_prepared(encode_prepared(9, Prepared("z", error="ImageError: bad")), 8)
-    assert e.error == "ImageError: bad" and e.image_size is None and e.whole_image is None
+    assert e.error == "ImageError: bad" and e.image_size is None
 
 
 def test_without_ray_scan_says_how_to_install(scenes: Path, hide_ray: None, tmp_path: Path,
@@ -327,13 +329,12 @@ def test_an_unreachable_cluster_fails_fast() -> None:
 def test_stages_in_process_with_a_threshold_override(scenes: Path, tiny_onnx_model: Path) -> None:
     import pyarrow as pa
 
-    from deepfake_detection.infer.backends import load_backend
     from deepfake_detection.scan.stages import detect_batch
 
-    spec = load_backend(tiny_onnx_model).spec
     inputs = pa.table({"id": [5, 6], "path": [str(scenes / "s_00.jpg"), "gone.jpg"],
                        "missing": [False, True]})
-    prepared = detect_batch(inputs, spec_json=spec.to_json(), detector="auto", max_pixels=10**8)
+    prepared = detect_batch(inputs, model=str(tiny_onnx_model), backend="auto", detector="auto",
+                            max_pixels=10**8)
     rows = Classifier(str(tiny_onnx_model), threshold=0.0)(prepared).to_pylist()
     assert [r["id"] for r in rows] == [5, 6]
     assert rows[0]["status"] == "ok" and rows[0]["threshold"] == 0.0 and rows[0]["label"] == "fake"

@@ -506,7 +506,7 @@ def test_stream_drops_old_frames_instead_of_queueing(make_client: Any, face_jpeg
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    from deepfake_detection.synthetic import moving_face_clip
+    from dfd_testkit.synthetic import moving_face_clip
 
     path = moving_face_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", np.random.default_rng(0), n=24)
     return path.read_bytes()
@@ -551,32 +551,6 @@ def test_video_errors(make_client: Any, clip: bytes) -> None:
         assert response.status_code == 503 and response.headers["Retry-After"]
     finally:
         release.set()
-
-
-class RecordingDetector:
-    """Wraps a face detector and notes which threads call it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.threads = inner, []
-
-    def detect(self, image: np.ndarray) -> Any:
-        self.threads.append(threading.current_thread().name)
-        return self.inner.detect(image)
-
-
-def test_a_video_job_never_uses_the_shared_face_detector(make_client: Any, clip: bytes, face_jpeg: bytes,
-                                                         predictor: Predictor, monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    """Image requests use the shared detector when alone; OpenCV's cascade is not thread-safe, so the
-    video job (its own thread, at the same time) must use a detector of its own."""
-    shared = RecordingDetector(predictor.detector)
-    monkeypatch.setattr(predictor, "detector", shared)
-    client = make_client(video_frames=4)
-    job_id = client.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
-    job = wait_for_job(client, job_id)
-    assert job["state"] == "done" and job["result"]["tracks"]
-    assert client.post("/v1/detect", files=upload(face_jpeg)).json()["status"] == "ok"
-    assert shared.threads and not any(name.startswith("dfd-video") for name in shared.threads)
 
 
 def test_a_clip_over_the_pixel_limit_is_refused_before_decoding(make_client: Any, clip: bytes,

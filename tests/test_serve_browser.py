@@ -21,15 +21,16 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 from deepfake_detection.serve import ServeSettings  # noqa: E402
 from deepfake_detection.serve.server import running_server  # noqa: E402
-from deepfake_detection.synthetic import moving_face_clip, portraits, scene, write_image  # noqa: E402
+from dfd_testkit.synthetic import moving_face_clip, portraits, scene, write_image  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 # scripts/test.sh (CI) sets DFD_REQUIRE_BROWSER=1: there a missing browser fails instead of skipping.
 if CHROMIUM is None and os.environ.get("DFD_REQUIRE_BROWSER") == "1":
     raise RuntimeError("DFD_REQUIRE_BROWSER=1 but Debian's chromium is not installed (scripts/install.sh "
                        "installs it with apt-get)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(scripts/install.sh installs it with apt-get)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                 "(scripts/install.sh installs it with apt-get)")]
 TIMEOUT_MS = 60_000
 
 

@@ -237,6 +237,7 @@ def _mapped(pid: int, name: str) -> bool:
     return name in Path(f"/proc/{pid}/maps").read_text()
 
 
+@pytest.mark.slow  # a service in its own process
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_explanations_load_pytorch_only_when_asked(tmp_path: Path, astronaut: np.ndarray) -> None:
     with socket.socket() as probe:

@@ -10,10 +10,11 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
+pytestmark = pytest.mark.slow  # a real server under load
 
 from deepfake_detection.serve import ServeSettings  # noqa: E402
-from deepfake_detection.serve.loadgen import face_images, rss_mb, run_load  # noqa: E402
 from deepfake_detection.serve.server import running_server  # noqa: E402
+from dfd_testkit.loadgen import face_images, rss_mb, run_load  # noqa: E402
 
 
 def test_500_requests_from_16_clients(tmp_path: Path) -> None:

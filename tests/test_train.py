@@ -118,6 +118,17 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     assert cfg.optim.lr == pytest.approx(1.5e-3) and cfg.data.sbi is True and cfg.epochs == 3
     assert cfg.model.pretrained == "hub" and cfg.data.manifests == ["a.parquet", "b.parquet"]
     assert cfg.data.augment is not None and cfg.data.augment.jpeg_p == 0.0
+    # The self-blending recipe is configurable, and the datasets training builds use it.
+    from deepfake_detection.models.registry import default_spec
+    from deepfake_detection.train.distributed import DistInfo
+    from deepfake_detection.train.setup import build_data
+
+    blended = cfg_of(manifest, tmp_path, "data.blend.mask_blur=[0.1, 0.2]", "data.blend.rgb_shift_p=0",
+                     "data.num_workers=0")
+    assert blended.data.blend.mask_blur == (0.1, 0.2) and blended.data.blend.rgb_shift_p == 0.0
+    one_cpu = DistInfo(1, 0, 0, torch.device("cpu"))
+    data = build_data(blended, default_spec("custom_cnn", input_size=32), one_cpu)
+    assert data.train_set.blend is blended.data.blend and data.val_set.blend is blended.data.blend
     assert cfg_of(manifest, tmp_path, "model.pretrained=true").model.pretrained is True
     assert cfg_of(manifest, tmp_path, "data.manifests=one.parquet").data.manifests == ["one.parquet"]
     with pytest.raises(ConfigError, match="key.path=value"):
@@ -285,6 +296,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_and_resume_across_sizes(tmp_path: Path, manifest: Path) -> None:
     # Same global batch (2 x 4 vs 1 x 8), same per-sample stream (SBI on, seeded per sample), no dropout.
     # BatchNorm statistics are per process on CPU (no SyncBatchNorm there), hence a tolerance.

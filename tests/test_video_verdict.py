@@ -10,12 +10,12 @@ import pytest
 
 from deepfake_detection.cli import main
 from deepfake_detection.data.blend import self_blend
-from deepfake_detection.data.video import sample_frames, video_info
 from deepfake_detection.faces import create_detector
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import TrackResult
-from deepfake_detection.live.video_verdict import timeline, trimmed_mean, video_probability
-from deepfake_detection.synthetic import moving_face_clip, portraits, write_image
+from deepfake_detection.infer.video import timeline, trimmed_mean, video_probability
+from deepfake_detection.io.video import sample_frames, video_info
+from dfd_testkit.synthetic import moving_face_clip, portraits, write_image
 
 IMAGE_FIELDS = {"path", "status", "fake_probability", "label", "threshold", "faces", "error", "model",
                 "image_size", "timings_ms"}
@@ -121,54 +121,24 @@ def test_bad_videos_give_error_results(predictor: Predictor, tmp_path: Path) -> 
         result = predictor.predict_video(source)
         assert result.status == "error" and result.error, source
     assert predictor.predict_video(garbage, frames=0).status == "error"
-    small = Predictor.load()
-    small.max_pixels = 1000
+    small = Predictor.load(max_pixels=1000)
     clip = moving_face_clip(tmp_path / "ok.mp4", np.random.default_rng(0), n=5)
     assert "DecompressionBombError" in (small.predict_video(clip).error or "")
 
 
-def test_a_given_detector_replaces_the_shared_one(predictor: Predictor, tmp_path: Path) -> None:
-    """The service passes each job thread's own detector (OpenCV's cascade is not thread-safe)."""
+def test_the_predictors_detector_scores_videos(predictor: Predictor, tmp_path: Path) -> None:
+    """The detector the predictor was built with finds the faces; a video without faces is no_face,
+    with no probability (no model scores whole frames)."""
     class NoFaces:
         def detect(self, image: np.ndarray) -> list[object]:
             return []
 
     clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(1), n=6)
     assert predictor.predict_video(clip, frames=3).status == "ok"
-    result = predictor.predict_video(clip, frames=3, detector=NoFaces())  # type: ignore[arg-type]
+    blind = Predictor(predictor.backend, detector=lambda threads: NoFaces())  # type: ignore[arg-type,return-value]
+    result = blind.predict_video(clip, frames=3)
     assert result.status == "no_face" and result.frames == 3 and not result.tracks
-
-
-def test_whole_frames_are_scored_in_batches_and_only_while_no_face_is_seen(
-        predictor: Predictor, tmp_path: Path) -> None:
-    """A model with a whole-frame score: a face-free video gets it (frames scored in batches, not one
-    by one); once a face is seen the whole-frame scores are neither needed nor computed."""
-    from dataclasses import replace
-
-    real = predictor.worker_detector()
-    calls = {"detect": 0, "scored": []}
-
-    class FacesFromThirdFrame:
-        def detect(self, image: np.ndarray) -> list[object]:
-            calls["detect"] += 1
-            return real.detect(image) if calls["detect"] >= 3 else []
-
-    class NoFaces:
-        def detect(self, image: np.ndarray) -> list[object]:
-            return []
-
-    model = Predictor(predictor.backend, predictor.detector, batch_size=4)
-    model.spec = replace(model.spec, whole_image=True)
-    scored = model.probabilities
-    model.probabilities = lambda crops: (calls["scored"].append(len(crops)), scored(crops))[1]  # type: ignore
-    clip = moving_face_clip(tmp_path / "clip.mp4", np.random.default_rng(1), n=12)
-    result = model.predict_video(clip, frames=10, detector=NoFaces())  # type: ignore[arg-type]
-    assert result.status == "no_face" and result.fake_probability is not None
-    assert calls["scored"] == [4, 4, 2]  # 10 frames in batches of 4
-    calls["scored"].clear()
-    result = model.predict_video(clip, frames=10, detector=FacesFromThirdFrame())  # type: ignore[arg-type]
-    assert result.status == "ok" and result.tracks
-    assert sum(calls["scored"]) == sum(len(t.scores) for t in result.tracks)  # face crops only
+    assert result.fake_probability is None and result.label is None
 
 
 def test_detect_cli_mixes_images_and_videos(predictor: Predictor, tmp_path: Path) -> None:

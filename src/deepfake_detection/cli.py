@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepfake_detection.errors import DFDError
+from deepfake_detection.errors import DFDError, MissingExtraError
 
 if TYPE_CHECKING:
     from deepfake_detection.infer.results import ImageResult, VideoResult
@@ -45,11 +45,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
               "(--plot DIR saves a video's score timeline; dfd live --source VIDEO --save OUT.mp4 draws "
               "on every frame)", file=sys.stderr)
     predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
+                               threshold=args.threshold, max_pixels=args.max_pixels,
                                batch_size=args.batch_size)
-    predictor.max_pixels = args.max_pixels
-    if args.threshold is not None:
-        from dataclasses import replace
-        predictor.spec = replace(predictor.spec, threshold=args.threshold)
     processed = done = 0
     annotated: set[str] = set()
     plotted: set[str] = set()
@@ -142,10 +139,12 @@ def _save_annotated(result: ImageResult, path: str, folder: Path, used: set[str]
 def _save_plot(result: VideoResult, folder: Path, used: set[str]) -> None:
     """`<video name>.timeline.png` (`_2`, ... for same-named videos); a plot that fails is a warning,
     never the end of the batch."""
-    from deepfake_detection.live.video_verdict import plot_timeline
+    from deepfake_detection.infer.render import plot_timeline
 
     try:
         plot_timeline(result, folder / _unique_name(result.path or "video", ".timeline.png", used))
+    except ModuleNotFoundError as exc:  # the slim install has no matplotlib: say how to get it, once
+        raise MissingExtraError(f"--plot needs {exc.name}: pip install 'deepfake-detection[train]'") from exc
     except Exception as exc:  # an optional extra: no plot for this video, the results go on
         log.warning("no timeline plot for %s: %s: %s", result.path, type(exc).__name__, exc)
 
@@ -169,10 +168,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
     config = LiveConfig(min_detect_every=args.detect_every, max_detect_every=max(15, args.detect_every),
                         rescore_every=args.rescore_every, max_faces=args.max_faces)
     predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
-                               batch_size=args.max_faces)
-    if args.threshold is not None:
-        from dataclasses import replace
-        predictor.spec = replace(predictor.spec, threshold=args.threshold)
+                               threshold=args.threshold, batch_size=args.max_faces)
     summary = run_live(predictor, args.source, config=config, realtime=args.realtime,
                        display=False if args.no_display else None, save=args.save, jsonl=args.jsonl,
                        max_frames=args.max_frames)
@@ -203,7 +199,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
         chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68,
     )
-    from deepfake_detection.errors import MissingExtraError
     from deepfake_detection.io.paths import check_output_dir
 
     check_output_dir(args.out)  # before any work
@@ -328,6 +323,10 @@ def _positive_float(text: str) -> float:
     return float(_number(text, float, lambda v: v > 0, "> 0"))
 
 
+def _count(text: str) -> int:
+    return int(_number(text, int, lambda v: v >= 0, ">= 0"))
+
+
 def _probability(text: str) -> float:
     return float(_number(text, float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"))
 
@@ -369,29 +368,78 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return 0 if summary.total > summary.counts["error"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from deepfake_detection.infer.writers import FORMATS
+def _model_flags(*, defaults: bool = True) -> argparse.ArgumentParser:
+    """The flags of `Predictor.load`, shared by detect, live, scan and serve. defaults=False leaves
+    unset flags absent (serve: DFD_* environment variables fill them instead)."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("model")
+    group.add_argument("--model", default=default(None),
+                       help="model file (.onnx or .safetensors); default: the bundled model")
+    group.add_argument("--backend", choices=("auto", "onnx", "torch"), default=default("auto"),
+                       help="which sibling file runs: .onnx on ONNX Runtime, .safetensors on PyTorch")
+    group.add_argument("--detector", default=default("auto"), help="face detector: auto, retinaface, haar")
+    group.add_argument("--threshold", type=_probability, default=default(None),
+                       help="override the model's calibrated threshold (0..1)")
+    return flags
+
+
+def _pixel_flag(*, defaults: bool = True) -> argparse.ArgumentParser:
+    """--max-pixels for the commands that decode image files and uploads (detect, scan, serve)."""
     from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
 
+    flags = argparse.ArgumentParser(add_help=False)
+    default = DEFAULT_MAX_PIXELS if defaults else argparse.SUPPRESS
+    flags.add_argument("--max-pixels", type=_positive_int, default=default,
+                       help="refuse images with more pixels (decompression bombs)")
+    return flags
+
+
+class _VersionAction(argparse.Action):
+    """`dfd --version`: the package and the bundled model it carries (name, architecture, sha256)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and the bundled model, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"dfd {version('deepfake-detection')}; {bundled_model_line()}")
+        parser.exit()
+
+
+def bundled_model_line() -> str:
+    from deepfake_detection.infer.backends import load_backend
+    from deepfake_detection.infer.bundled import default_model_path
+
+    try:
+        backend = load_backend(default_model_path(), "onnx", threads=1, require_checksum=True)
+    except DFDError as exc:
+        return f"bundled model unusable: {exc}"
+    info = backend.spec
+    return f"bundled model {info.name or info.arch} ({info.arch}, sha256 {backend.sha256[:12]})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deepfake_detection.infer.writers import FORMATS
+
     parser = argparse.ArgumentParser(prog="dfd", description="Tell real face images from deepfakes.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('deepfake-detection')}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    detect = sub.add_parser("detect", help="score the faces in images, videos, folders and globs")
+    model_flags, env_model_flags = _model_flags(), _model_flags(defaults=False)
+    pixels, env_pixels = _pixel_flag(), _pixel_flag(defaults=False)
+    detect = sub.add_parser("detect", help="score the faces in images, videos, folders and globs",
+                            parents=[model_flags, pixels])
     detect.add_argument("paths", nargs="+", metavar="PATH",
                         help="image or video files, folders (recursive) or globs")
-    detect.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
-    detect.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
-                        help="inference runtime (auto: ONNX Runtime when there is an .onnx file)")
-    detect.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
     detect.add_argument("--format", choices=FORMATS, default="table", help="output format")
     detect.add_argument("--output", "-o", help="write results to this file (atomically); - for stdout")
-    detect.add_argument("--threshold", type=_probability, help="override the model's calibrated threshold")
     detect.add_argument("--batch-size", type=_positive_int, default=32, help="faces per classifier batch")
     detect.add_argument("--workers", type=_positive_int, default=None, help="decode/detect threads")
-    detect.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
-                        help="refuse images with more pixels (decompression bombs)")
     detect.add_argument("--annotate", metavar="DIR",
                         help="also save images with boxes and labels drawn (images only, not videos)")
     detect.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -399,13 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--plot", metavar="DIR", help="videos: save a per-second score timeline PNG here")
     detect.set_defaults(func=_cmd_detect)
 
-    live = sub.add_parser("live", help="boxes and labels on a webcam, video file or network stream, live")
+    live = sub.add_parser("live", help="boxes and labels on a webcam, video file or network stream, live",
+                          parents=[model_flags])
     live.add_argument("--source", default="0", help="webcam index (0), video file, or rtsp:// / http:// URL")
-    live.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
-    live.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
-                        help="inference runtime (auto: ONNX Runtime when there is an .onnx file)")
-    live.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
-    live.add_argument("--threshold", type=_probability, help="override the model's calibrated threshold")
     live.add_argument("--realtime", action="store_true",
                       help="files: keep pace with the clock, dropping frames when slower "
                            "(default: every frame)")
@@ -435,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--landmarks68", action="store_true",
                       help="also store dlib 68-point landmarks (extra 'landmarks68') for blending masks")
     prep.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
-    prep.add_argument("--max-side", type=_positive_int, default=640,
+    prep.add_argument("--max-side", default=640,
+                      type=lambda t: int(_number(t, int, lambda v: v >= 32, ">= 32")),
                       help="detect faces on a copy this size (crops come from the original): smaller is "
                            "faster and misses small faces")
     prep.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
@@ -459,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="manifest split to evaluate (train, val, test, all)")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--no-robustness", action="store_true", help="skip the JPEG/blur/resize/noise sweep")
-    ev.add_argument("--bootstrap", type=_positive_int, default=1000,
-                    help="bootstrap resamples for AUC intervals")
+    ev.add_argument("--bootstrap", type=_count, default=1000,
+                    help="bootstrap resamples for AUC intervals (0: no intervals)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -493,22 +538,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "temperature hits a bound (without it: a loud warning)")
     tr.set_defaults(func=_cmd_train)
 
-    sc = sub.add_parser("scan", help="batch detection on Ray (millions of images, a cluster) -> Parquet")
+    sc = sub.add_parser("scan", help="batch detection on Ray (millions of images, a cluster) -> Parquet",
+                        parents=[model_flags, pixels])
     sc.add_argument("sources", nargs="+", metavar="SOURCE",
                     help="files, folders, globs, CSV/Parquet listings of paths or URIs, s3://... prefixes")
     sc.add_argument("--output", "-o", required=True, help="Parquet file to write (atomically)")
     sc.add_argument("--ray-address", help="join this Ray cluster (host:port, ray://..., auto); "
                     "default: start a local runtime sized to this machine")
-    sc.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
-    sc.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
-                    help="on CPUs (GPUs run the .safetensors weights with PyTorch)")
-    sc.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
-    sc.add_argument("--threshold", type=_probability, help="override the model's calibrated threshold")
     sc.add_argument("--batch-size", type=_positive_int, default=32, help="images per classifier batch")
     sc.add_argument("--classifiers", type=_positive_int, help="classifier actors (default: one per GPU, "
                     "else a third of the CPUs)")
-    sc.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
-                    help="refuse images with more pixels (decompression bombs)")
     sc.add_argument("--allow-outside-listing", action="store_true",
                     help="let CSV/Parquet listings name absolute paths, file:// URIs and ../ paths "
                     "(default: only files inside the listing's folder)")
@@ -517,16 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Unset flags stay absent (SUPPRESS), so DFD_* environment variables still apply.
     srv = sub.add_parser("serve", help="web page, REST API, live stream and metrics (FastAPI on uvicorn)",
-                         argument_default=argparse.SUPPRESS)
+                         argument_default=argparse.SUPPRESS, parents=[env_model_flags, env_pixels])
     srv.add_argument("--host", help="address to bind (default 127.0.0.1; env DFD_HOST)")
     srv.add_argument("--port", type=int, help="port (default 8000; env DFD_PORT)")
-    srv.add_argument("--model", help="model file (.onnx or .safetensors); default: the bundled model")
-    srv.add_argument("--backend", choices=("auto", "onnx", "torch"))
-    srv.add_argument("--detector", help="face detector: auto, retinaface, haar")
     srv.add_argument("--workers", type=int, help="inference threads (default: cores, at most 4)")
     srv.add_argument("--queue", type=int, help="requests waiting for a worker before 503 (default 32)")
     srv.add_argument("--max-upload-mb", type=float, help="request body limit in MB (default 20) -> 413")
-    srv.add_argument("--max-pixels", type=int, help="pixels per image before 422 (decompression bombs)")
     srv.add_argument("--max-batch", type=int, help="images per batch request (default 32)")
     srv.add_argument("--api-key", help="require this key in the X-API-Key header (env DFD_API_KEY)")
     srv.add_argument("--rate-limit", help="requests per client, e.g. 120/min or 2/s (default: none) -> 429")

@@ -86,8 +86,7 @@ class ChunkResult:
 
 # --- worker side ----------------------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
-_CREATED_DIRS: set[Path] = set()
+_WORKER: dict[str, Any] = {}  # this worker process's settings and models, set by _init_worker
 
 
 def _init_worker(config: PrepareConfig, out: str, parent: int | None = None) -> None:
@@ -122,9 +121,9 @@ def _write_crop(out: Path, key: str, crop: np.ndarray, quality: int) -> tuple[st
     # 256 shards: 200,000 crops make ~800 files a folder (never 200,000 in one), and few mkdirs.
     relative = f"crops/{name[:2]}/{name}.jpg"
     target = out / relative
-    if target.parent not in _CREATED_DIRS:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _CREATED_DIRS.add(target.parent)
+    # Every time (a cheap stat when it exists): a cache of made folders went stale when a run's output
+    # folder was removed before the next run in the same process.
+    target.parent.mkdir(parents=True, exist_ok=True)
     # A plain write: a crop only counts once its chunk's part file exists, so a crop cut short by a
     # crash is never referenced, and the resumed chunk writes it again.
     target.write_bytes(data)
@@ -132,8 +131,8 @@ def _write_crop(out: Path, key: str, crop: np.ndarray, quality: int) -> tuple[st
 
 
 def _frames(item: SourceItem, config: PrepareConfig) -> Iterator[tuple[int, np.ndarray]]:
-    from deepfake_detection.data.video import sample_frames
     from deepfake_detection.io.images import load_image
+    from deepfake_detection.io.video import sample_frames
 
     if item.kind == "video":
         yield from sample_frames(item.path, count=config.frames, stride=config.stride)

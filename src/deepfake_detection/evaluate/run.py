@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from deepfake_detection.errors import DFDError
-from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
+from deepfake_detection.infer.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *, perturbations: Sequence[str] = (),
+def score_manifest(predictor: Predictor, df: pd.DataFrame, root: Path, *, perturbations: Sequence[str] = (),
                    progress: bool = False) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Calibrated probabilities per crop (column `score`), clean and under each perturbation."""
     from tqdm import tqdm
 
     from deepfake_detection.evaluate.robustness import PERTURBATIONS
 
-    size = backend.spec.input_size
+    size = predictor.spec.input_size
     scores: list[np.ndarray] = []
     perturbed: dict[str, list[np.ndarray]] = {name: [] for name in perturbations}
     stored = df["crop_path"].tolist()
@@ -50,21 +50,20 @@ def score_manifest(backend: Backend, df: pd.DataFrame, root: Path, *, perturbati
         raw = [_read_rgb(root / p) for p in stored[start : start + 256]]
         bar.update(len(raw))
         crops = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in raw]
-        scores.append(crop_probabilities(backend, crops, batch_size=64))
+        scores.append(predictor.probabilities(crops))
         for name in perturbations:  # degrade the stored crop, as a re-encoded upload would be
             degraded = [cv2.resize(PERTURBATIONS[name](r), (size, size), interpolation=cv2.INTER_AREA)
                         for r in raw]
-            perturbed[name].append(crop_probabilities(backend, degraded, batch_size=64))
+            perturbed[name].append(predictor.probabilities(degraded))
     bar.close()
     scored = df.copy()
     scored["score"] = np.concatenate(scores) if scores else np.zeros(0)
     return scored, {name: np.concatenate(v) for name, v in perturbed.items()}
 
 
-def _model_info(path: Path, backend: Backend) -> dict[str, Any]:
-    spec = backend.spec
-    return {"name": spec.name or spec.arch, "arch": spec.arch, "input_size": spec.input_size,
-            "sha256": backend.sha256, "file": str(path), "backend": backend.name,
+def _model_info(path: Path, predictor: Predictor) -> dict[str, Any]:
+    spec = predictor.spec
+    return {**predictor.model_info, "input_size": spec.input_size, "file": str(path),
             "file_size_mb": round(path.stat().st_size / 2**20, 2)}
 
 
@@ -80,9 +79,9 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     from deepfake_detection.evaluate.robustness import robustness_table
 
     model_path, data_path, out_dir = Path(model), Path(data), Path(out)
-    backend = load_backend(model_path)
+    predictor = Predictor.load(model_path, batch_size=64)
     if data_path.is_dir():
-        df, root = _folder_frame(data_path, model_path, progress=progress), None
+        df, root = _folder_frame(data_path, predictor, progress=progress), None
     else:
         df, root = read_manifest(data_path), data_path.parent
         if split:
@@ -92,10 +91,10 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
                        f"(split={split!r}: {len(df)} rows)")
     perturbed: dict[str, np.ndarray] = {}
     if root is not None:
-        df, perturbed = score_manifest(backend, df, root, perturbations=robustness, progress=progress)
-    spec = backend.spec
+        df, perturbed = score_manifest(predictor, df, root, perturbations=robustness, progress=progress)
+    spec = predictor.spec
     results = evaluate_predictions(df, threshold=spec.threshold, temperature=spec.temperature,
-                                   model=_model_info(model_path, backend), n_boot=n_boot)
+                                   model=_model_info(model_path, predictor), n_boot=n_boot)
     results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),
                        "n_videos": int(df["source_id"].nunique())}
     if perturbed:
@@ -112,15 +111,13 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     return results
 
 
-def _folder_frame(folder: Path, model_path: Path, *, progress: bool = False) -> pd.DataFrame:
+def _folder_frame(folder: Path, predictor: Predictor, *, progress: bool = False) -> pd.DataFrame:
     """Score the images of a real/ + fake/ folder with the full pipeline (detect, crop, classify)."""
     from tqdm import tqdm
 
     from deepfake_detection.data.layouts import iter_sources
-    from deepfake_detection.infer.predictor import Predictor
 
     items = [s for s in iter_sources([folder]) if s.kind == "image"]
-    predictor = Predictor.load(model_path)
     rows = []
     results = tqdm(predictor.predict_many([s.path for s in items]), total=len(items), unit="img",
                    desc="evaluate", disable=not progress, dynamic_ncols=True)
@@ -135,10 +132,9 @@ def _folder_frame(folder: Path, model_path: Path, *, progress: bool = False) -> 
 def measure_latency(model: str | Path, *, repeats: int = 30) -> dict[str, float]:
     """ONNX Runtime CPU latency: batch 1 (median ms) and batch 32 (median ms per batch, images/s)."""
     from deepfake_detection.infer.backends import OnnxBackend
+    from deepfake_detection.models.paths import onnx_for
 
-    path = Path(model)
-    onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
-    backend = OnnxBackend(onnx_path)
+    backend = OnnxBackend(onnx_for(Path(model)))
     size = backend.spec.input_size
     rng = np.random.default_rng(0)
     figures = {}

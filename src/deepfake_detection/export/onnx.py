@@ -18,6 +18,7 @@ import numpy as np
 
 from deepfake_detection.errors import ModelError
 from deepfake_detection.io.atomic import atomic_path
+from deepfake_detection.models.paths import ONNX_SUFFIX, SPEC_KEY
 from deepfake_detection.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-SPEC_KEY = "dfd_spec"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Protobuf caps a single file at 2 GB; above this, weights go to "<name>.data" beside the .onnx.
@@ -99,7 +99,7 @@ def export_onnx(
     import torch
 
     path = Path(path)
-    if path.suffix != ".onnx":
+    if path.suffix != ONNX_SUFFIX:
         raise ModelError(f"ONNX files end in .onnx, not {path.name!r}")
     nbytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     external = nbytes > EXTERNAL_DATA_BYTES if external_data is None else external_data

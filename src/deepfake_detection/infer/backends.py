@@ -6,7 +6,6 @@ loading them can execute code."""
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -14,15 +13,18 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from deepfake_detection.errors import ModelError
-from deepfake_detection.models.files import sha256_file
+from deepfake_detection.models.paths import (
+    SPEC_KEY,
+    checksum_sidecar,
+    resolve_model_file,
+    sha256_file,
+    verify_checksum,
+)
 from deepfake_detection.models.spec import ModelSpec
 from deepfake_detection.runtime import ort_session_options
 
 if TYPE_CHECKING:
     from torch import nn
-
-PICKLE_SUFFIXES = frozenset({".pth", ".pt", ".pkl", ".pickle", ".ckpt", ".bin", ".tar"})
-
 
 class Backend(Protocol):
     @property
@@ -68,9 +70,9 @@ class OnnxBackend:
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise ModelError(f"cannot load ONNX model {self.path}: {exc}") from exc
         meta = self._session.get_modelmeta().custom_metadata_map
-        if "dfd_spec" not in meta:
-            raise ModelError(f"{self.path} has no 'dfd_spec' metadata; not a deepfake-detection model")
-        self.spec = ModelSpec.from_json(meta["dfd_spec"])
+        if SPEC_KEY not in meta:
+            raise ModelError(f"{self.path} has no {SPEC_KEY!r} metadata; not a deepfake-detection model")
+        self.spec = ModelSpec.from_json(meta[SPEC_KEY])
         # Cached once: per-call lookups matter at batch size 1 (a few ms per crop).
         self._input = self._session.get_inputs()[0].name
         self._outputs = [self._session.get_outputs()[0].name]
@@ -114,54 +116,23 @@ class TorchBackend:
         return out.float().cpu().numpy().reshape(-1)
 
 
-def _resolve(path: Path, kind: str) -> tuple[Path, str]:
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise ModelError(f"refusing {path}: pickle-based files can run code; use .safetensors or .onnx")
-    if suffix not in (".onnx", ".safetensors") and path.is_file():  # `--model photo.jpg`: say so
-        raise ModelError(f"{path} is not a model file: models are .onnx or .safetensors files")
-    if path.is_dir():
-        raise ModelError(f"{path} is a folder: name a model file (.onnx or .safetensors)")
-    stem = path.with_suffix("") if suffix in (".onnx", ".safetensors") else path
-    onnx_path = stem.with_name(stem.name + ".onnx")
-    st_path = stem.with_name(stem.name + ".safetensors")
-    if kind == "onnx" or (kind == "auto" and suffix == ".onnx"):
-        chosen = onnx_path
-    elif kind == "torch":
-        chosen = st_path
-    elif kind == "auto":
-        chosen = st_path
-        if onnx_path.is_file():
-            # A stale export (older than the weights it came from) would silently give old answers.
-            if st_path.is_file() and onnx_path.stat().st_mtime < st_path.stat().st_mtime:
-                warnings.warn(f"{onnx_path} is older than {st_path}; using the .safetensors", stacklevel=3)
-            else:
-                chosen = onnx_path
-    else:
-        raise ModelError(f"backend kind must be 'auto', 'onnx' or 'torch', not {kind!r}")
-    if not chosen.is_file():
-        named = kind != "auto" or suffix in (".onnx", ".safetensors")
-        tried = chosen if named else f"{onnx_path} or {st_path}"
-        raise ModelError(f"model file not found: {tried}")
-    return chosen, "onnx" if chosen.suffix == ".onnx" else "torch"
-
-
 def load_backend(
     path: str | os.PathLike[str], kind: Literal["auto", "onnx", "torch"] = "auto", *,
     threads: int | None = None, device: str = "cpu", require_checksum: bool = False,
 ) -> Backend:
-    """.onnx -> OnnxBackend, .safetensors -> TorchBackend. 'auto' with a stem or a .safetensors path
-    prefers the sibling .onnx (faster on CPU) when it exists and is not older than the weights.
+    """.onnx -> OnnxBackend, .safetensors -> TorchBackend; which file for `kind`: see
+    models/paths.py (resolve_model_file).
     `threads` sizes ONNX Runtime (default: all cores); `device` places a PyTorch model.
     The file actually loaded is checked against its `<file>.sha256` sidecar when it has one (required
     with `require_checksum`, as for the bundled model); the digest is kept, so it is hashed once."""
-    from deepfake_detection.infer.bundled import checksum_sidecar, verify_checksum
-
-    chosen, resolved = _resolve(Path(path), kind)
+    chosen, resolved = resolve_model_file(Path(path), kind)
     digest = None
     if require_checksum or checksum_sidecar(chosen).exists():
         digest = verify_checksum(chosen, required=require_checksum)
     if resolved == "onnx":
+        if device != "cpu":  # an override that would be ignored is refused
+            raise ModelError(f"{chosen.name} runs on ONNX Runtime's CPU provider; device={device!r} needs "
+                             "the PyTorch weights (backend 'torch')")
         return OnnxBackend(chosen, threads=threads, sha256=digest)
     return TorchBackend.from_file(chosen, device=device, sha256=digest)
 

@@ -1,4 +1,14 @@
-"""Predictor: image -> faces -> crops -> calibrated fake probabilities -> ImageResult.
+"""Predictor: the one inference contract. image -> faces -> crops -> calibrated fake probabilities.
+
+`Predictor.load(model, threshold=..., max_pixels=..., detector=..., backend=...)` builds an immutable
+predictor: one model, one spec (the threshold override applied), one detector choice. Every entry
+point builds through it (`dfd detect`, `live`, `serve`, `scan`, `evaluate`).
+
+Thread safety is the predictor's job. Face detectors are made per thread: a call that finds the
+shared all-cores detector free uses it (lowest latency for a single request), any other thread
+uses its own one-thread detector (made on first use), so concurrent calls overlap across cores and
+no detector (OpenCV's cascade is not thread-safe) is ever used by two threads at once. The
+classifier (an ONNX Runtime session) is safe to share.
 
 Folders go through `predict_many`, which overlaps decoding and face detection (worker threads:
 Pillow, OpenCV and ONNX Runtime release the GIL) with batched classification on the calling
@@ -14,11 +24,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import cv2
 import numpy as np
 
 from deepfake_detection.errors import DFDError
@@ -33,15 +43,17 @@ from deepfake_detection.runtime import available_cores
 
 log = logging.getLogger(__name__)
 
+# Builds a new face detector; `threads` is its intra-op thread count (None: all cores).
+DetectorFactory = Callable[[int | None], FaceDetector]
+
 
 @dataclass
 class Prepared:
-    """What a worker hands to the classifier: everything but the scores."""
+    """What the first half of a prediction hands to the classifier: everything but the scores."""
 
     path: str | None
     faces: list[Face] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)
-    whole_image: np.ndarray | None = None  # model-sized copy of the frame, when no face was found
     image_size: tuple[int, int] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -52,161 +64,200 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-# --- the two halves of a prediction, shared with `dfd scan` (which runs them in different processes) --
-
 def model_info(spec: ModelSpec, backend: Backend) -> dict[str, str]:
     return {"name": spec.name or spec.arch, "arch": spec.arch, "sha256": backend.sha256,
             "backend": backend.name}
 
 
-def prepare_image(source: Any, path: str | None, detector: FaceDetector, spec: ModelSpec, *,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
-    """Decode, detect and crop one image; never raises for bad input."""
-    prepared = Prepared(path)
-    try:
-        start = time.perf_counter()
-        image = load_image(source, max_pixels=max_pixels)  # arrays are taken as RGB
-        prepared.timings_ms["decode"] = _ms(start)
-        prepared.image_size = (int(image.shape[1]), int(image.shape[0]))
-        start = time.perf_counter()
-        prepared.faces = detector.detect(image)
-        prepared.timings_ms["detect"] = _ms(start)
-        start = time.perf_counter()
-        size = spec.input_size
-        prepared.crops = crop_faces(image, prepared.faces, size, spec.crop)
-        if not prepared.faces and spec.whole_image:
-            prepared.whole_image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        prepared.timings_ms["crop"] = _ms(start)
-    except DFDError as exc:
-        prepared.error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # a bug or an unexpected library error must not stop a batch
-        log.exception("unexpected error on %s", path)
-        prepared.error = f"internal error ({type(exc).__name__}): {exc}"
-    return prepared
+def named_detector(name: str, options: dict[str, Any] | None = None) -> DetectorFactory:
+    """A factory for a registered detector ("auto", "retinaface", "haar") with `options`."""
+    def build(threads: int | None) -> FaceDetector:
+        extra = {"threads": threads} if threads is not None and name in ("auto", "retinaface") else {}
+        return create_detector(name, **{**extra, **(options or {})})
 
-
-def finish_results(batch: list[Prepared], backend: Backend, spec: ModelSpec, *,
-                   batch_size: int = 32) -> list[ImageResult]:
-    """Classify the crops of several prepared images in one go and build their results."""
-    crops: list[np.ndarray] = []
-    for p in batch:
-        crops.extend(p.crops if p.faces else ([p.whole_image] if p.whole_image is not None else []))
-    start = time.perf_counter()
-    probs = crop_probabilities(backend, crops, batch_size=batch_size)
-    per_crop_ms = _ms(start) / max(len(crops), 1)
-    info = model_info(spec, backend)
-    results, cursor = [], 0
-    for p in batch:
-        result = ImageResult(path=p.path, status="error", threshold=spec.threshold,
-                             model=info, image_size=p.image_size, timings_ms=p.timings_ms)
-        if p.error is not None:
-            result.error = p.error
-        elif p.faces:
-            scores = probs[cursor : cursor + len(p.faces)]
-            cursor += len(p.faces)
-            result.faces = [
-                FaceResult(box=[float(v) for v in f.box], detector_score=float(f.score),
-                           fake_probability=float(s),
-                           landmarks=None if f.landmarks is None else f.landmarks.tolist())
-                for f, s in zip(p.faces, scores, strict=True)
-            ]
-            result.status = "ok"
-            result.fake_probability = float(scores.max())  # one fake face makes the image fake
-            p.timings_ms["classify"] = per_crop_ms * len(p.faces)
-        else:
-            result.status = "no_face"
-            if p.whole_image is not None:
-                result.fake_probability = float(probs[cursor])
-                cursor += 1
-                p.timings_ms["classify"] = per_crop_ms
-        p.timings_ms["total"] = sum(v for k, v in p.timings_ms.items() if k != "total")
-        results.append(result)
-    return results
+    build.__name__ = name
+    return build
 
 
 class Predictor:
-    def __init__(self, backend: Backend, detector: FaceDetector, *, batch_size: int = 32,
-                 max_pixels: int = DEFAULT_MAX_PIXELS,
-                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
-        self.backend = backend
-        self.detector = detector  # for single images: all cores on one detection
-        self.spec = backend.spec
-        self.batch_size = batch_size
-        self.max_pixels = max_pixels
-        # Folder runs give each worker thread its own one-thread detector: stages then overlap
-        # across cores instead of every stage fighting for all of them.
-        self._detector_factory = detector_factory
+    """Immutable: its settings are read-only properties; build another to change one."""
+
+    def __init__(self, backend: Backend, *, detector: str | DetectorFactory = "auto",
+                 threshold: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 batch_size: int = 32) -> None:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise DFDError(f"threshold must lie in [0, 1], got {threshold}")
+        if max_pixels < 1 or batch_size < 1:
+            raise DFDError(f"max_pixels and batch_size must be >= 1, got {max_pixels} and {batch_size}")
+        self._backend = backend
+        self._spec = backend.spec if threshold is None else replace(backend.spec, threshold=float(threshold))
+        self._max_pixels = int(max_pixels)
+        self._batch_size = int(batch_size)
+        self._factory = named_detector(detector) if isinstance(detector, str) else detector
+        self._detector_name = getattr(self._factory, "__name__", "custom")
+        self._shared = self._factory(None)  # built now: an unknown or unavailable detector fails at load
+        self._shared_lock = threading.Lock()
         self._local = threading.local()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "auto",
-             detector: str = "auto", detector_options: dict[str, Any] | None = None,
-             batch_size: int = 32) -> Predictor:
-        """Load a model file (None: the bundled default, checksum-verified) and a face detector."""
-        model_path = default_model_path() if path is None else Path(path)
-        model = load_backend(model_path, kind=backend, require_checksum=path is None)  # type: ignore[arg-type]
-        options = dict(detector_options or {})
+    def load(cls, model: str | os.PathLike[str] | None = None, *, threshold: float | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS, detector: str | DetectorFactory = "auto",
+             backend: Literal["auto", "onnx", "torch"] = "auto", batch_size: int = 32,
+             threads: int | None = None, device: str = "cpu") -> Predictor:
+        """A model file (None: the bundled default, checksum-verified) with a face detector.
 
-        def one_thread_detector() -> FaceDetector:
-            extra = {"threads": 1} if detector in ("auto", "retinaface") else {}
-            return create_detector(detector, **{**extra, **options})
+        threshold: replaces the spec's calibrated threshold (0..1). max_pixels: images with more are
+        refused before decoding. detector: "auto", "retinaface", "haar" or a DetectorFactory.
+        backend: which sibling file runs (see models/paths.py). threads: ONNX Runtime threads of the
+        classifier (default: all cores). device: where PyTorch weights run ("cpu", "cuda")."""
+        model_path = default_model_path() if model is None else Path(model)
+        loaded = load_backend(model_path, kind=backend, threads=threads, device=device,
+                              require_checksum=model is None)
+        return cls(loaded, detector=detector, threshold=threshold, max_pixels=max_pixels,
+                   batch_size=batch_size)
 
-        return cls(model, create_detector(detector, **options), batch_size=batch_size,
-                   detector_factory=one_thread_detector)
+    # --- read-only settings -------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    @property
+    def threshold(self) -> float:
+        return self._spec.threshold
+
+    @property
+    def max_pixels(self) -> int:
+        return self._max_pixels
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def detector_name(self) -> str:
+        return self._detector_name
 
     @property
     def model_info(self) -> dict[str, str]:
-        return model_info(self.spec, self.backend)
+        return model_info(self._spec, self._backend)
 
-    # --- stages -------------------------------------------------------------------------------
+    # --- face detectors, one per thread -------------------------------------------------------
 
-    def worker_detector(self) -> FaceDetector:
-        """This thread's own one-thread detector (made on first use; the shared one without a factory)."""
-        if self._detector_factory is None:
-            return self.detector
+    def _own_detector(self) -> FaceDetector:
+        """This thread's one-thread detector, made on first use."""
         detector = getattr(self._local, "detector", None)
         if detector is None:
-            detector = self._local.detector = self._detector_factory()
+            detector = self._local.detector = self._factory(1)
         return detector
 
-    def _prepare(self, source: Any, path: str | None, detector: FaceDetector | None = None) -> Prepared:
-        return prepare_image(source, path, detector or self.detector, self.spec, max_pixels=self.max_pixels)
+    @contextmanager
+    def _any_detector(self) -> Iterator[FaceDetector]:
+        """The shared all-cores detector when no other thread is using it, else this thread's own."""
+        if self._shared_lock.acquire(blocking=False):
+            try:
+                yield self._shared
+            finally:
+                self._shared_lock.release()
+        else:
+            yield self._own_detector()
 
-    def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+    def detect_faces(self, image: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image, biggest first, with this thread's own one-thread detector
+        (for callers that run detection on threads of their own, as `dfd live` does)."""
+        return self._own_detector().detect(image)
+
+    # --- the two halves of a prediction (`dfd scan` runs them in different processes) --------
+
+    def prepare(self, source: Any, path: str | None = None) -> Prepared:
+        """Decode, detect and crop one image with this thread's own detector; never raises for bad input."""
+        return self._prepare(source, path, self._own_detector())
+
+    def _prepare(self, source: Any, path: str | None, detector: FaceDetector) -> Prepared:
+        prepared = Prepared(path)
+        try:
+            start = time.perf_counter()
+            image = load_image(source, max_pixels=self._max_pixels)  # arrays are taken as RGB
+            prepared.timings_ms["decode"] = _ms(start)
+            prepared.image_size = (int(image.shape[1]), int(image.shape[0]))
+            start = time.perf_counter()
+            prepared.faces = detector.detect(image)
+            prepared.timings_ms["detect"] = _ms(start)
+            start = time.perf_counter()
+            prepared.crops = crop_faces(image, prepared.faces, self._spec.input_size, self._spec.crop)
+            prepared.timings_ms["crop"] = _ms(start)
+        except DFDError as exc:
+            prepared.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug or an unexpected library error must not stop a batch
+            log.exception("unexpected error on %s", path)
+            prepared.error = f"internal error ({type(exc).__name__}): {exc}"
+        return prepared
+
+    def finish(self, batch: list[Prepared]) -> list[ImageResult]:
+        """Classify the crops of several prepared images in one go and build their results."""
+        crops = [crop for p in batch for crop in p.crops]
+        start = time.perf_counter()
+        probs = self.probabilities(crops)
+        per_crop_ms = _ms(start) / max(len(crops), 1)
+        info, threshold = self.model_info, self._spec.threshold
+        results, cursor = [], 0
+        for p in batch:
+            result = ImageResult(path=p.path, status="error", threshold=threshold,
+                                 model=info, image_size=p.image_size, timings_ms=p.timings_ms)
+            if p.error is not None:
+                result.error = p.error
+            elif p.faces:
+                scores = probs[cursor : cursor + len(p.faces)]
+                cursor += len(p.faces)
+                result.faces = [
+                    FaceResult(box=[float(v) for v in f.box], detector_score=float(f.score),
+                               fake_probability=float(s),
+                               landmarks=None if f.landmarks is None else f.landmarks.tolist())
+                    for f, s in zip(p.faces, scores, strict=True)
+                ]
+                result.status = "ok"
+                result.fake_probability = float(scores.max())  # one fake face makes the image fake
+                p.timings_ms["classify"] = per_crop_ms * len(p.faces)
+            else:
+                result.status = "no_face"
+            p.timings_ms["total"] = sum(v for k, v in p.timings_ms.items() if k != "total")
+            results.append(result)
+        return results
+
+    def probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated fake probabilities for model-sized RGB crops, in batches."""
-        return crop_probabilities(self.backend, crops, batch_size=self.batch_size)
-
-    def _finish(self, batch: list[Prepared]) -> list[ImageResult]:
-        return finish_results(batch, self.backend, self.spec, batch_size=self.batch_size)
+        return crop_probabilities(self._backend, crops, batch_size=self._batch_size)
 
     # --- public API -------------------------------------------------------------------------
 
-    def predict(self, image: Any, *, path: str | None = None, worker: bool = False) -> ImageResult:
-        """One image: a path, bytes, file object, RGB array or PIL image.
+    def predict(self, image: Any, *, path: str | None = None) -> ImageResult:
+        """One image: a path, bytes, file object, RGB array or PIL image. Safe from any thread."""
+        return self.predict_batch([image], paths=[path])[0]
 
-        worker=True when called from a pool thread: use that thread's own one-thread detector, so
-        concurrent calls overlap across cores instead of all sharing one multi-threaded session."""
-        return self.predict_batch([image], paths=[path], worker=worker)[0]
-
-    def predict_batch(self, images: Sequence[Any], *, paths: Sequence[str | None] | None = None,
-                      worker: bool = False) -> list[ImageResult]:
+    def predict_batch(self, images: Sequence[Any], *, paths: Sequence[str | None] | None = None
+                      ) -> list[ImageResult]:
         """Several in-memory images, their faces classified together; a bad one gives an error result."""
-        detector = self.worker_detector() if worker else None
         names = list(paths) if paths is not None else [None] * len(images)
-        return self._finish([self._prepare(image, name, detector)
-                             for image, name in zip(images, names, strict=True)])
+        with self._any_detector() as detector:
+            prepared = [self._prepare(image, name, detector)
+                        for image, name in zip(images, names, strict=True)]
+        return self.finish(prepared)
 
     def predict_video(self, source: str | os.PathLike[str], *, frames: int | None = 32,
                       stride: int | None = None, progress: Callable[[int, int], None] | None = None,
-                      path: str | None = None, detector: FaceDetector | None = None) -> VideoResult:
+                      path: str | None = None) -> VideoResult:
         """A video file: `frames` evenly spaced frames (or every `stride`-th), faces tracked across
-        them, a robust video-level probability (see live/video_verdict.py). Never raises for bad
-        input; `progress(done, total)` is called after each sampled frame. `detector`: one to use
-        instead of the shared `self.detector` (from a pool thread: `self.worker_detector()`)."""
-        from deepfake_detection.live.video_verdict import predict_video
+        them, a robust video-level probability (see infer/video.py). Never raises for bad input;
+        `progress(done, total)` is called after each sampled frame. Safe from any thread."""
+        from deepfake_detection.infer.video import predict_video
 
-        return predict_video(self, source, frames=frames, stride=stride, progress=progress, path=path,
-                             detector=detector)
+        with self._any_detector() as detector:
+            return predict_video(self, detector, source, frames=frames, stride=stride, progress=progress,
+                                 path=path)
 
     def predict_many(self, items: Iterable[InputItem | str], *, workers: int | None = None,
                      prefetch: int = 8, video_frames: int | None = 32, video_stride: int | None = None,
@@ -236,7 +287,7 @@ class Predictor:
                 prepared = futures.popleft().result()
                 submit_next()
                 if prepared.video:  # images before it first, then the video (it uses all cores)
-                    yield from self._finish(pending)
+                    yield from self.finish(pending)
                     pending, pending_faces = [], 0
                     path = str(prepared.path)
                     report = None if video_progress is None else (
@@ -246,8 +297,8 @@ class Predictor:
                 pending.append(prepared)
                 pending_faces += max(len(prepared.faces), 1)
                 # Classify when the batch is full or when waiting would leave the classifier idle.
-                if pending_faces >= self.batch_size or not futures or not futures[0].done():
-                    yield from self._finish(pending)
+                if pending_faces >= self._batch_size or not futures or not futures[0].done():
+                    yield from self.finish(pending)
                     pending, pending_faces = [], 0
 
     def _prepare_item(self, item: InputItem) -> Prepared:
@@ -256,7 +307,7 @@ class Predictor:
             return Prepared(item.path, error=error)
         if item.is_video:
             return Prepared(item.path, video=True)
-        return self._prepare(item.path, item.path, self.worker_detector())
+        return self.prepare(item.path, item.path)
 
 
 def item_error(item: InputItem) -> str | None:
@@ -271,7 +322,7 @@ def item_error(item: InputItem) -> str | None:
 # --- the snippet users of this field know --------------------------------------------------------
 
 def load_model(path: str | os.PathLike[str] | None = None) -> Predictor:
-    """`load_model('models/default.onnx')`: a Predictor (None: the bundled default)."""
+    """`load_model('my_model.onnx')`: a Predictor (None: the bundled default)."""
     return Predictor.load(path)
 
 

@@ -69,7 +69,7 @@ class TrackResult:
     """One face followed through a video: its frame scores and their robust aggregate."""
 
     id: int
-    fake_probability: float  # trimmed mean of `scores` (see live/video_verdict.py)
+    fake_probability: float  # trimmed mean of `scores` (see infer/video.py)
     frame_indices: list[int]
     scores: list[float]
     first_box: list[float]
@@ -115,3 +115,49 @@ class VideoResult(ImageResult):
             "warnings": self.warnings,
         })
         return data
+
+
+@dataclass
+class LiveFace(FaceResult):
+    """A tracked face: the `dfd detect` face fields (fake_probability smoothed) plus track data."""
+
+    track_id: int = 0
+    label: Label | None = None  # smoothed, with hysteresis
+    raw_probability: float | None = None  # the latest unsmoothed score
+    scored: bool = False  # classified on this frame (False: score carried from an earlier frame)
+    lost: bool = False  # the latest detection did not find it: box held still, score carried, not re-scored
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        raw = None if self.raw_probability is None else round(self.raw_probability, 6)
+        data.update({"track_id": self.track_id, "label": self.label, "scored": self.scored,
+                     "raw_probability": raw, "lost": self.lost})
+        return data
+
+
+@dataclass
+class FrameResult:
+    index: int
+    time: float  # seconds (file position, or since the first frame of a live source)
+    threshold: float
+    faces: list[LiveFace] = field(default_factory=list)
+    fps: float = 0.0
+    detect_every: int = 0
+    detected: bool = False  # a detection was applied on this frame
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fake_probability(self) -> float | None:
+        return max((f.fake_probability for f in self.faces), default=None)
+
+    @property
+    def label(self) -> Label | None:
+        return "fake" if any(f.label == "fake" for f in self.faces) else ("real" if self.faces else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.fake_probability
+        return {"frame": self.index, "time": round(self.time, 3), "status": "ok" if self.faces else "no_face",
+                "fake_probability": None if p is None else round(p, 6), "label": self.label,
+                "threshold": self.threshold, "faces": [f.to_dict() for f in self.faces],
+                "fps": round(self.fps, 1), "detect_every": self.detect_every,
+                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}

@@ -25,8 +25,8 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
-from deepfake_detection.data.video import declared_fps, declared_frame_count
 from deepfake_detection.errors import DFDError
+from deepfake_detection.io.video import declared_fps, declared_frame_count
 
 log = logging.getLogger(__name__)
 

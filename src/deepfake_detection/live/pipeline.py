@@ -14,18 +14,17 @@ import threading
 import time
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from deepfake_detection.faces import Face, crop_face
+from deepfake_detection.faces.tracking import IoUTracker, Track, iou
 from deepfake_detection.infer.predictor import Predictor, _ms
-from deepfake_detection.infer.results import FaceResult, Label
+from deepfake_detection.infer.results import FrameResult, LiveFace
 from deepfake_detection.live.capture import Frame
 from deepfake_detection.live.smoothing import Smoother
-from deepfake_detection.live.tracking import IoUTracker, Track, iou
 
 
 @dataclass
@@ -47,52 +46,6 @@ class LiveConfig:
             raise ValueError("need 1 <= min_detect_every <= max_detect_every")
         if self.rescore_every < 1 or self.window < 1 or self.max_faces < 1:
             raise ValueError("rescore_every, window and max_faces must be >= 1")
-
-
-@dataclass
-class LiveFace(FaceResult):
-    """A tracked face: the `dfd detect` face fields (fake_probability smoothed) plus track data."""
-
-    track_id: int = 0
-    label: Label | None = None  # smoothed, with hysteresis
-    raw_probability: float | None = None  # the latest unsmoothed score
-    scored: bool = False  # classified on this frame (False: score carried from an earlier frame)
-    lost: bool = False  # the latest detection did not find it: box held still, score carried, not re-scored
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        raw = None if self.raw_probability is None else round(self.raw_probability, 6)
-        data.update({"track_id": self.track_id, "label": self.label, "scored": self.scored,
-                     "raw_probability": raw, "lost": self.lost})
-        return data
-
-
-@dataclass
-class FrameResult:
-    index: int
-    time: float  # seconds (file position, or since the first frame of a live source)
-    threshold: float
-    faces: list[LiveFace] = field(default_factory=list)
-    fps: float = 0.0
-    detect_every: int = 0
-    detected: bool = False  # a detection was applied on this frame
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def fake_probability(self) -> float | None:
-        return max((f.fake_probability for f in self.faces), default=None)
-
-    @property
-    def label(self) -> Label | None:
-        return "fake" if any(f.label == "fake" for f in self.faces) else ("real" if self.faces else None)
-
-    def to_dict(self) -> dict[str, Any]:
-        p = self.fake_probability
-        return {"frame": self.index, "time": round(self.time, 3), "status": "ok" if self.faces else "no_face",
-                "fake_probability": None if p is None else round(p, 6), "label": self.label,
-                "threshold": self.threshold, "faces": [f.to_dict() for f in self.faces],
-                "fps": round(self.fps, 1), "detect_every": self.detect_every,
-                "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
 
 
 @dataclass
@@ -126,14 +79,14 @@ class LivePipeline:
         first = thread not in self._detect_threads
         self._detect_threads.add(thread)
         start = time.perf_counter()
-        faces = self.predictor.worker_detector().detect(rgb)[: self.config.max_faces]
+        faces = self.predictor.detect_faces(rgb)[: self.config.max_faces]
         return faces, _ms(start), first
 
     def _warm_worker(self, shape: tuple[int, ...]) -> None:
         """The detector thread's first task: create its detector session and run it once on a frame of
         the source's size (~90 ms), in parallel with the first detection on the main thread, instead
         of inside the first real detection."""
-        self.predictor.worker_detector().detect(np.zeros(shape, np.uint8))
+        self.predictor.detect_faces(np.zeros(shape, np.uint8))
 
     def _apply(self, faces: list[Face], frame_index: int, ms: float, first: bool) -> None:
         self.tracker.update(faces, frame_index)

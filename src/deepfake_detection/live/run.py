@@ -19,9 +19,9 @@ import numpy as np
 
 from deepfake_detection.errors import OutputError
 from deepfake_detection.infer.predictor import Predictor, _ms
+from deepfake_detection.infer.render import draw_live
 from deepfake_detection.io.atomic import atomic_open, atomic_path, check_writable
 from deepfake_detection.live.capture import Capture, Opener, open_source
-from deepfake_detection.live.overlay import draw_live
 from deepfake_detection.live.pipeline import LiveConfig, LivePipeline
 
 log = logging.getLogger(__name__)

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepfake_detection.errors import ModelError
 from deepfake_detection.io.atomic import atomic_path
+from deepfake_detection.models.paths import SPEC_KEY, WEIGHTS_SUFFIX
 from deepfake_detection.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
-
-SPEC_KEY = "dfd_spec"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
     from safetensors.torch import save_file
@@ -31,7 +20,7 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) 
     from deepfake_detection.models.registry import model_names
 
     path = Path(path)
-    if path.suffix != ".safetensors":
+    if path.suffix != WEIGHTS_SUFFIX:
         raise ModelError(f"model files are .safetensors, not {path.name!r}")
     if spec.arch not in model_names():
         raise ModelError(f"spec.arch {spec.arch!r} is not a registered architecture")
@@ -87,6 +76,6 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    if path.suffix != ".safetensors":
+    if path.suffix != WEIGHTS_SUFFIX:
         raise ModelError(f"refusing {path}: model files must be .safetensors (pickle files can run code)")
     return path

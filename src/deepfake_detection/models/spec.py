@@ -31,7 +31,6 @@ class ModelSpec:
     crop: CropProtocol = field(default_factory=CropProtocol)
     threshold: float = 0.5  # on the calibrated probability; >= threshold means "fake"
     temperature: float = 1.0  # probability = sigmoid(logit / temperature)
-    whole_image: bool = False  # trained to also score whole frames (used when no face is found)
     name: str = ""
 
     def to_json(self) -> str:
@@ -39,11 +38,14 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        data = dict(data)
+        # Models up to 0.1.0 carried `whole_image` (whole-frame scoring), which no training ever set.
+        if data.pop("whole_image", False):
+            raise ModelError("this model scores whole frames (whole_image), which is no longer supported")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ModelError(f"unknown ModelSpec fields: {sorted(unknown)}")
-        data = dict(data)
         if "crop" in data and isinstance(data["crop"], dict):
             data["crop"] = CropProtocol(**data["crop"])
         for key in ("mean", "std"):

@@ -91,15 +91,17 @@ class ScanSummary:
                 f"{self.images_per_second:.1f} images/s{skipped}\nresults: {self.output}")
 
 
-def _model_file(config: ScanConfig) -> tuple[str, Any]:
-    """The model path the actors load, checked here first (a bad --model fails before Ray starts)."""
-    from deepfake_detection.infer.backends import load_backend
+def _model_file(config: ScanConfig) -> str:
+    """The model path the workers load, checked here first with every override (a bad --model,
+    --detector or --threshold fails before Ray starts)."""
     from deepfake_detection.infer.bundled import default_model_path
+    from deepfake_detection.infer.predictor import Predictor
 
     path = default_model_path() if config.model is None else Path(config.model)
-    backend = load_backend(path, config.backend, threads=1,  # type: ignore[arg-type]
-                           require_checksum=config.model is None)
-    return str(path.resolve()), backend.spec
+    Predictor.load(config.model, backend=config.backend, threshold=config.threshold,  # type: ignore[arg-type]
+                   detector=config.detector, max_pixels=config.max_pixels, batch_size=config.batch_size,
+                   threads=1)
+    return str(path.resolve())
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -203,12 +205,13 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
     if not items:
         more = f" ({len(skipped)} videos skipped: score videos with dfd detect)" if skipped else ""
         raise DFDError(f"no image found in the given sources{more}")
-    model_path, spec = _model_file(config)
+    model_path = _model_file(config)
     inputs = input_table(items)
     with ray_session(config.ray_address) as ray, _quiet_ray_data():
-        stem = Path(model_path).with_suffix("")
+        from deepfake_detection.models.paths import weights_for
+
         resources = ray.cluster_resources()
-        torch_weights = stem.with_name(stem.name + ".safetensors").is_file()
+        torch_weights = weights_for(Path(model_path)) is not None
         actors = _actors(config, resources, torch_weights=torch_weights)
         log.info("scan: %d inputs; classifiers %s", len(items), actors)
         device, threads = actors.pop("device"), actors.pop("threads")
@@ -220,11 +223,12 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
         # would loop on a batch that always crashes its actor. (Ray 2.60, pinned, takes max_restarts and
         # max_task_retries only as ray_remote_args, which it marks deprecated.)
         ds = ds.map_batches(detect_batch, batch_format="pyarrow", batch_size=config.images_per_task,
-                            num_cpus=1, fn_kwargs={"spec_json": spec.to_json(), "detector": config.detector,
+                            num_cpus=1, fn_kwargs={"model": model_path, "backend": config.backend,
+                                                   "detector": config.detector,
                                                    "max_pixels": config.max_pixels})
         ds = ds.map_batches(classifier, batch_format="pyarrow", batch_size=config.batch_size,
                             fn_constructor_kwargs={"model": model_path, "backend": config.backend,
-                                                   "threshold": config.threshold,
+                                                   "threshold": config.threshold, "detector": config.detector,
                                                    "batch_size": config.batch_size, "threads": threads,
                                                    "device": device},
                             compute=ray.data.ActorPoolStrategy(size=actors.pop("concurrency")),

@@ -1,29 +1,29 @@
-"""The two stages of a scan, run by Ray Data in other processes.
+"""The two stages of a scan, run by Ray Data in other processes; each builds a Predictor (the one
+inference contract) once per worker process and runs one half of it.
 
 `detect_batch` (stateless tasks, one CPU each): read, decode, detect and crop a block of inputs with
-the Predictor's own `prepare_image`; the detector is built once per worker process. Crops travel to
-the next stage as raw bytes (model-sized RGB, no re-encoding loss), faces as JSON.
+`Predictor.prepare`. Crops travel to the next stage as raw bytes (model-sized RGB, no re-encoding
+loss), faces as JSON.
 
-`Classifier` (an actor pool): loads the model once per actor, scores the crops of a batch of images
-in one go and builds the results with the Predictor's own `finish_results`.
+`Classifier` (an actor pool): scores the crops of a batch of images in one go and builds the results
+with `Predictor.finish`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from functools import cache
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from deepfake_detection.errors import DFDError
-from deepfake_detection.faces import Face, FaceDetector, create_detector
-from deepfake_detection.infer.predictor import Prepared, finish_results, item_error, prepare_image
+from deepfake_detection.faces import Face
+from deepfake_detection.infer.predictor import Predictor, Prepared, item_error
 from deepfake_detection.io.images import DEFAULT_MAX_BYTES
 from deepfake_detection.io.sources import InputItem
-from deepfake_detection.models.spec import ModelSpec
 from deepfake_detection.scan.inputs import is_uri, read_uri
 from deepfake_detection.scan.schema import input_item, results_table
 
@@ -36,21 +36,19 @@ PREPARED_SCHEMA = pa.schema([
     ("n_crops", pa.int64()),
 ])
 
-_DETECTORS: dict[str, FaceDetector] = {}  # per worker process: built on its first block
 
+@cache
+def _detect_predictor(model: str, backend: str, detector: str, max_pixels: int) -> Predictor:
+    """The stage-1 predictor of this worker process (built on its first block)."""
+    import cv2
 
-def _detector(name: str) -> FaceDetector:
-    if name not in _DETECTORS:
-        import cv2
-
-        cv2.setNumThreads(1)  # one task per CPU: threads inside would fight over the same cores
-        extra = {"threads": 1} if name in ("auto", "retinaface") else {}
-        _DETECTORS[name] = create_detector(name, **extra)
-    return _DETECTORS[name]
+    cv2.setNumThreads(1)  # one task per CPU: threads inside would fight over the same cores
+    return Predictor.load(model, backend=backend, detector=detector, max_pixels=max_pixels,  # type: ignore[arg-type]
+                          threads=1)
 
 
 def encode_prepared(item_id: int, p: Prepared) -> dict[str, Any]:
-    crops = p.crops if p.faces else ([p.whole_image] if p.whole_image is not None else [])
+    crops = p.crops
     faces = [[[float(v) for v in f.box], float(f.score),
               None if f.landmarks is None else f.landmarks.tolist()] for f in p.faces]
     return {"id": item_id, "path": None if p.path is None else os.fsencode(p.path),
@@ -66,13 +64,12 @@ def decode_prepared(row: dict[str, Any], size: int) -> Prepared:
              for box, score, lm in json.loads(row["faces"])]
     crops = list(np.frombuffer(row["crops"], np.uint8).reshape(row["n_crops"], size, size, 3))
     size_wh = None if row["width"] is None else (int(row["width"]), int(row["height"]))
-    return Prepared(None if row["path"] is None else os.fsdecode(row["path"]), faces=faces,
-                    crops=crops if faces else [], whole_image=crops[0] if crops and not faces else None,
+    return Prepared(None if row["path"] is None else os.fsdecode(row["path"]), faces=faces, crops=crops,
                     image_size=size_wh, timings_ms=json.loads(row["timings"]),
                     error=None if row["error"] is None else os.fsdecode(row["error"]))
 
 
-def prepare_input(item: InputItem, detector: FaceDetector, spec: ModelSpec, max_pixels: int) -> Prepared:
+def prepare_input(item: InputItem, predictor: Predictor) -> Prepared:
     error = item_error(item)
     if error is not None:
         return Prepared(item.path, error=error)
@@ -80,19 +77,18 @@ def prepare_input(item: InputItem, detector: FaceDetector, spec: ModelSpec, max_
         return Prepared(item.path, error="UnsupportedFormatError: dfd scan scores images; score videos "
                         "with dfd detect or Predictor.predict_video")
     if not is_uri(item.path):
-        return prepare_image(item.path, item.path, detector, spec, max_pixels=max_pixels)
+        return predictor.prepare(item.path, item.path)
     try:
         data = read_uri(item.path, DEFAULT_MAX_BYTES)
     except DFDError as exc:
         return Prepared(item.path, error=f"{type(exc).__name__}: {exc}")
-    return prepare_image(data, item.path, detector, spec, max_pixels=max_pixels)
+    return predictor.prepare(data, item.path)
 
 
-def detect_batch(batch: pa.Table, *, spec_json: str, detector: str, max_pixels: int) -> pa.Table:
+def detect_batch(batch: pa.Table, *, model: str, backend: str, detector: str, max_pixels: int) -> pa.Table:
     """Stage 1 (a Ray task per block): inputs (id, path, missing) -> prepared images."""
-    spec = ModelSpec.from_json(spec_json)
-    det = _detector(detector)
-    rows = [encode_prepared(r["id"], prepare_input(input_item(r), det, spec, max_pixels))
+    predictor = _detect_predictor(model, backend, detector, max_pixels)
+    rows = [encode_prepared(r["id"], prepare_input(input_item(r), predictor))
             for r in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
 
@@ -101,18 +97,14 @@ class Classifier:
     """Stage 2 (an actor per CPU slot or GPU): prepared images -> result rows (schema.RESULT_SCHEMA)."""
 
     def __init__(self, model: str, backend: str = "auto", *, threshold: float | None = None,
-                 batch_size: int = 32, threads: int = 1, device: str = "cpu") -> None:
-        from deepfake_detection.infer.backends import load_backend
-
+                 detector: str = "auto", batch_size: int = 32, threads: int = 1, device: str = "cpu") -> None:
         # A GPU runs the PyTorch weights; CPUs the ONNX export when there is one (as `dfd detect`).
         kind = "torch" if device != "cpu" else backend
-        self.backend = load_backend(model, kind, threads=threads, device=device)  # type: ignore[arg-type]
-        spec = self.backend.spec
-        self.spec = spec if threshold is None else replace(spec, threshold=threshold)
-        self.batch_size = batch_size
+        self.predictor = Predictor.load(model, backend=kind, threshold=threshold,  # type: ignore[arg-type]
+                                        detector=detector, batch_size=batch_size, threads=threads,
+                                        device=device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        prepared = [decode_prepared(r, self.spec.input_size) for r in rows]
-        results = finish_results(prepared, self.backend, self.spec, batch_size=self.batch_size)
-        return results_table([r["id"] for r in rows], results)
+        prepared = [decode_prepared(r, self.predictor.spec.input_size) for r in rows]
+        return results_table([r["id"] for r in rows], self.predictor.finish(prepared))

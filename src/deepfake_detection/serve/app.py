@@ -29,14 +29,14 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from deepfake_detection.data.video import sample_frames, video_info
 from deepfake_detection.errors import DFDError, ImageError, UnsupportedFormatError
 from deepfake_detection.infer.predictor import Predictor
 from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
+from deepfake_detection.io.video import sample_frames, video_info
 from deepfake_detection.serve.apidocs import add_offline_docs
 from deepfake_detection.serve.connections import AdmissionMiddleware
-from deepfake_detection.serve.explain import GradCam, explain, weights_for
+from deepfake_detection.serve.explain import GradCam, explain
 from deepfake_detection.serve.hosts import HostCheckMiddleware, allowed_hosts
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
@@ -103,8 +103,8 @@ class Service:
     def start(self) -> None:
         s = self.settings
         if self.predictor is None:
-            self.predictor = Predictor.load(s.model, backend=s.backend, detector=s.detector)
-        self.predictor.max_pixels = s.max_pixels
+            self.predictor = Predictor.load(s.model, backend=s.backend, detector=s.detector,  # type: ignore[arg-type]
+                                            threshold=s.threshold, max_pixels=s.max_pixels)
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
@@ -114,12 +114,25 @@ class Service:
     def _find_cam_weights(self) -> None:
         """Where Grad-CAM's weights are; they are loaded (PyTorch: several hundred MiB) only when a
         request asks for an explanation, so a service nobody asks for one stays small."""
+        import importlib.util
+
         from deepfake_detection.infer.bundled import default_model_path
+        from deepfake_detection.models.paths import weights_for
 
         model_path = self.settings.model or default_model_path()
         self.cam_weights = weights_for(Path(model_path))
         if self.cam_weights is None:
             self.cam_reason = f"explanations need the PyTorch weights ({Path(model_path).stem}.safetensors)"
+            return
+        try:  # whether PyTorch is installed, without importing it (that is what loading lazily saves)
+            has_torch = importlib.util.find_spec("torch") is not None
+        except ValueError:  # sys.modules["torch"] is None: made unimportable on purpose
+            has_torch = False
+        if not has_torch:  # the slim install: inference runs without PyTorch
+            self.cam_weights = None
+            self.cam_reason = ("explanations (Grad-CAM) need PyTorch, which this install lacks: "
+                               "pip install 'deepfake-detection[train]'")
+            log.info("%s", self.cam_reason)
 
     @property
     def explain_available(self) -> bool:
@@ -129,7 +142,7 @@ class Service:
         """The Grad-CAM model, loaded on first use (on a worker thread, once)."""
         with self._cam_lock:
             if self.cam is None:
-                from deepfake_detection.infer.bundled import verify_checksum
+                from deepfake_detection.models.paths import verify_checksum
 
                 if self.cam_weights is None:
                     raise HTTPException(422, self.cam_reason)
@@ -177,12 +190,7 @@ class Service:
         start = time.perf_counter()
         limits = self.settings
         image = load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
-        # Alone, a request gets the all-cores detector (lowest latency: the live stream); with others
-        # running, each worker thread uses its own one-thread detector (best throughput under load).
-        # Never two threads on the shared detector (OpenCV's cascade is not thread-safe): `running`
-        # counts this request, so a second one admitted while this runs sees 2; video jobs and
-        # batches always use their thread's own detector.
-        result = predictor.predict(image, path=name, worker=self.pool.running > 1)
+        result = predictor.predict(image, path=name)  # thread-safe: the predictor picks the detector
         out = result.to_dict()
         if with_explanation and result.faces:
             out["explanations"] = explain(self.grad_cam(), image, result)
@@ -194,8 +202,7 @@ class Service:
         predictor, _ = self.need()
         start = time.perf_counter()
         accepted = [(name, data) for name, data, refusal in items if refusal is None and data is not None]
-        scored = iter(predictor.predict_batch([d for _, d in accepted], paths=[n for n, _ in accepted],
-                                              worker=True))
+        scored = iter(predictor.predict_batch([d for _, d in accepted], paths=[n for n, _ in accepted]))
         out = []
         for name, _, refusal in items:
             if refusal is not None:
@@ -214,9 +221,8 @@ class Service:
         start = time.perf_counter()
         jobs.start(job_id)
         try:
-            # This thread's own detector: image requests may be using the shared one right now.
             result = predictor.predict_video(
-                str(clip), frames=self.settings.video_frames, path=name, detector=predictor.worker_detector(),
+                str(clip), frames=self.settings.video_frames, path=name,
                 progress=lambda done, total: jobs.progress(job_id, done, total))
             error = None
             if result.status == "error":
@@ -395,7 +401,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)  # the trace goes to the log, not the client
+        # The trace goes to the log, not the client; exc_info explicit: this is not an `except` block.
+        log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     # Outermost last: metrics see every response (refusals included), the Host check runs first, the

@@ -24,12 +24,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def weights_for(model_path: Path) -> Path | None:
-    """The .safetensors file beside an .onnx model (or the model itself), if there is one."""
-    candidate = model_path if model_path.suffix == ".safetensors" else model_path.with_suffix(".safetensors")
-    return candidate if candidate.is_file() else None
-
-
 class GradCam:
     def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
         from torch import nn

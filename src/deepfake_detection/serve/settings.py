@@ -28,6 +28,7 @@ class ServeSettings(BaseSettings):
     model: Path | None = None  # None: the bundled default model
     backend: str = "auto"
     detector: str = "auto"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # None: the model's calibrated one
     workers: int = Field(default_factory=lambda: min(available_cores(), 4), ge=1, le=64)
     queue: int = Field(default=32, ge=0, le=10_000)  # requests waiting for a worker; beyond it: 503
     max_upload_mb: float = Field(default=20.0, gt=0)  # per request body (a batch's images together)

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from deepfake_detection.data.augment import AugmentConfig
+from deepfake_detection.data.blend import BlendConfig
 from deepfake_detection.errors import DFDError
 
 __all__ = [
@@ -41,6 +42,7 @@ class DataConfig(_Strict):
     manifests: list[str] = Field(min_length=1)  # concatenated; a single path is accepted too
     sbi: bool = True  # self-blended pseudo-fakes made on the fly from real training crops
     sbi_ratio: float = Field(default=0.5, ge=0.0, le=1.0)  # fraction of real crops blended (label 1)
+    blend: BlendConfig = Field(default_factory=BlendConfig)  # the self-blending recipe (data/blend.py)
     use_fakes: bool = True  # false: real-only SBI training (SBI paper); validation keeps its fakes
     class_balance: bool = False  # sample so each manifest label is half of every epoch
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)

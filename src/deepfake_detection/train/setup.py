@@ -80,7 +80,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     aug = cfg.data.augment
     train_tf = build_train_transform(aug, size) if aug is not None else build_eval_transform(size)
     sbi_ratio = cfg.data.sbi_ratio if cfg.data.sbi else 0.0
-    train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, seed=cfg.seed)
+    train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, seed=cfg.seed,
+                            blend=cfg.data.blend)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
         reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
@@ -88,7 +89,7 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         val_sbi[reals[1::2]] = True
         log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
     val_set = CropDataset(val_rows, spec, build_eval_transform(size), sbi_ratio=float(val_sbi is not None),
-                          sbi_rows=val_sbi, seed=cfg.seed + 1)
+                          sbi_rows=val_sbi, seed=cfg.seed + 1, blend=cfg.data.blend)
     if cfg.data.class_balance and cfg.data.pair_sources:
         raise ConfigError("data.class_balance and data.pair_sources: choose one (pairs are balanced already)")
     order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,

@@ -25,12 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepfake_detection.data.video import frame_indices, sample_frames, video_info
 from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, crop_face
+from deepfake_detection.faces.tracking import IoUTracker
 from deepfake_detection.infer.predictor import Predictor, _ms
 from deepfake_detection.infer.results import FaceResult, TrackResult, VideoResult
-from deepfake_detection.live.tracking import IoUTracker
+from deepfake_detection.io.video import frame_indices, sample_frames, video_info
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,11 @@ class _TrackScores:
     best: Face | None = None  # the most confident detection: the face reported for this track
 
 
-def predict_video(predictor: Predictor, source: str | os.PathLike[str], *, frames: int | None = 32,
-                  stride: int | None = None, progress: Callable[[int, int], None] | None = None,
-                  path: str | None = None, detector: FaceDetector | None = None) -> VideoResult:
-    """Score a video file; never raises for bad input (an "error" result instead).
-
-    `detector` replaces `predictor.detector`: a caller running this beside other work on the same
-    predictor passes a detector of its own thread (`predictor.worker_detector()`), since detectors
-    such as OpenCV's Haar cascade must not be used by two threads at once.
+def predict_video(predictor: Predictor, detector: FaceDetector, source: str | os.PathLike[str], *,
+                  frames: int | None = 32, stride: int | None = None,
+                  progress: Callable[[int, int], None] | None = None, path: str | None = None) -> VideoResult:
+    """Score a video file; never raises for bad input (an "error" result instead). Called by
+    `Predictor.predict_video`, which hands over a detector no other thread is using.
 
     `frames` evenly spaced frames are scored (or every `stride`-th frame when `stride` is given);
     `progress(done, total)` is called after each sampled frame (its own exceptions propagate, so a
@@ -93,7 +90,7 @@ def predict_video(predictor: Predictor, source: str | os.PathLike[str], *, frame
     result = VideoResult(path=shown, status="error", threshold=predictor.spec.threshold,
                          model=predictor.model_info)
     try:
-        _score(predictor, detector or predictor.detector, str(source), result, frames=frames, stride=stride,
+        _score(predictor, detector, str(source), result, frames=frames, stride=stride,
                progress=progress)
     except DFDError as exc:
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
@@ -117,7 +114,7 @@ class _CallbackError(Exception):
 
 def _score(predictor: Predictor, detector: FaceDetector, source: str, result: VideoResult, *,
            frames: int | None, stride: int | None, progress: Callable[[int, int], None] | None) -> None:
-    if frames is not None and frames < 1 or stride is not None and stride < 1:
+    if (frames is not None and frames < 1) or (stride is not None and stride < 1):
         raise ValueError("frames and stride must be >= 1")
     if not Path(source).is_file():
         raise FileNotFoundError("no such file")
@@ -131,10 +128,6 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
     tracker = IoUTracker(iou_threshold=0.1, max_misses=2)
     tracks: dict[int, _TrackScores] = defaultdict(_TrackScores)
     pending: list[tuple[int, int, np.ndarray]] = []  # (track id, frame index, crop)
-    # Whole-frame scores matter only for a video where no face is ever found: kept (and scored in
-    # batches) only until the first face appears, then dropped.
-    whole: list[float] = []
-    whole_pending: list[np.ndarray] = []
     timings = result.timings_ms
     spec = predictor.spec
 
@@ -149,11 +142,6 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
             entry.frames.append(index)
             entry.scores.append(float(p))
         pending.clear()
-
-    def flush_whole() -> None:
-        if whole_pending:
-            whole.extend(float(p) for p in predictor.probabilities(whole_pending))
-            whole_pending.clear()
 
     done = 0
     start = time.perf_counter()
@@ -171,16 +159,9 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
             if entry.best is None or track.face.score > entry.best.score:
                 entry.best = track.face
             pending.append((track.id, index, crop_face(rgb, track.face, spec.input_size, spec.crop)))
-        if tracks:
-            whole.clear()
-            whole_pending.clear()
-        elif not faces and spec.whole_image:
-            whole_pending.append(cv2.resize(rgb, (spec.input_size,) * 2, interpolation=cv2.INTER_AREA))
         timings["crop"] = timings.get("crop", 0.0) + _ms(start)
         if len(pending) >= predictor.batch_size:
             flush()
-        if len(whole_pending) >= predictor.batch_size:
-            flush_whole()
         done += 1
         if progress is not None:
             try:
@@ -189,7 +170,6 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
                 raise _CallbackError(exc) from exc
         start = time.perf_counter()
     flush()
-    flush_whole()
     timings["total"] = sum(timings.values())
     result.frames, result.frames_requested = done, total
     if done < total:  # frames that did not decode: a damaged or truncated file
@@ -212,38 +192,3 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
         result.fake_probability = video_probability(result.tracks, done)
     else:
         result.status = "no_face"
-        result.fake_probability = trimmed_mean(whole) if whole else None
-
-
-def plot_timeline(result: VideoResult, path: str | os.PathLike[str]) -> Path:
-    """PNG of the per-second scores (and each track's frame scores), written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from deepfake_detection.io.atomic import atomic_path
-
-    fig = Figure(figsize=(8, 3.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for track in result.tracks:
-        x = track.times or [float(i) for i in track.frame_indices]
-        ax.plot(x, track.scores, ".-", alpha=0.45, lw=1, label=f"track {track.id} frames")
-    if result.timeline:
-        # One flat segment per second [s, s + 1): the value is an aggregate over that whole second.
-        edges = [row["second"] for row in result.timeline] + [result.timeline[-1]["second"] + 1]
-        values = [row["fake_probability"] for row in result.timeline]
-        ax.step(edges, [*values, values[-1]], where="post", color="black", lw=2,
-                label="per second (max over faces)")
-    ax.axhline(result.threshold, color="red", ls="--", lw=1, label="threshold")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("time (s)" if result.fps else "frame")
-    ax.set_ylabel("fake probability")
-    verdict = "-" if result.fake_probability is None else f"{result.fake_probability:.3f} ({result.label})"
-    ax.set_title(f"{Path(result.path or 'video').name}: video {verdict}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.tight_layout()
-        fig.savefig(tmp, format="png")
-    return target

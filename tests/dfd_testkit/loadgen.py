@@ -79,12 +79,12 @@ def run_load(url: str, images: list[bytes], *, requests: int = 500, clients: int
 
 
 def face_images(count: int = 8, size: tuple[int, int] = (240, 320), seed: int = 0) -> list[bytes]:
-    """JPEG scenes with one public-domain face each (see deepfake_detection.synthetic)."""
+    """JPEG scenes with one public-domain face each (see dfd_testkit.synthetic)."""
     import io
 
     from PIL import Image
 
-    from deepfake_detection.synthetic import scene
+    from dfd_testkit.synthetic import scene
 
     rng = np.random.default_rng(seed)
     out = []
