@@ -95,6 +95,7 @@ def test_video_result_contract(predictor: Predictor, tmp_path: Path) -> None:
     assert [row["second"] for row in data["timeline"]] == [0, 1]  # 50 frames at 25 fps
 
 
+@pytest.mark.slow  # decodes a whole clip to count its frames
 def test_video_without_declared_length(predictor: Predictor, tmp_path: Path) -> None:
     """WebM streamed to disk (as browsers record it) declares no length: frames are counted instead."""
     import subprocess

@@ -100,9 +100,11 @@ def test_slim_install_serves(slim: Path, tmp_path: Path) -> None:
         assert ready is not None and ready["status"] == "ready" and ready["explain"] is False
         print(f"\nslim dfd serve RSS after start: {_rss_mb(server.pid):.0f} MB")
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=15) == 0
+        # uvicorn shuts down gracefully, then re-raises the signal: -SIGTERM (a container's PID 1,
+        # where the re-raised signal is ignored, exits 0 instead; see test_container.py).
+        assert server.wait(timeout=15) in (0, -signal.SIGTERM)
     finally:
         if server.poll() is None:
             server.kill()
         _, err = server.communicate()
-    assert "need PyTorch" in err or "Application shutdown complete" in err, err[-2000:]
+    assert "Application shutdown complete" in err and "need PyTorch" in err, err[-2000:]
