@@ -6,8 +6,8 @@ the browser then sends the page's requests to this service as same-origin reques
 (400), WebSocket upgrades included (closed with 1008). By default those are the loopback names and
 addresses (and the address the service binds, when it is a specific one); an operator adds the public
 names with `--allowed-hosts` (or `DFD_ALLOWED_HOSTS`; `*` allows any, for a proxy that checks Host
-itself). `/healthz` and `/readyz` answer whatever the Host, for orchestrators' probes; they say
-nothing a page could use.
+itself). `/healthz`, `/readyz` and `/metrics` answer whatever the Host, for orchestrators' probes and
+scrapers (which use addresses); they hold no file name, image or result a page could steal.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain", "ip6-localhost"})
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})  # bind addresses that name no host
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def allowed_hosts(configured: Iterable[str], bind_host: str) -> frozenset[str]:
