@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -618,8 +619,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM (docker stop, systemd, timeout) stops like Ctrl-C; `dfd serve` leaves signals to uvicorn,
+    # which drains requests on SIGTERM and exits as a container's PID 1 must (0).
+    stopping = nullcontext() if args.command == "serve" else terminate_as_interrupt()
     try:
-        with terminate_as_interrupt():  # SIGTERM (docker stop, systemd, timeout) stops like Ctrl-C
+        with stopping:
             return int(args.func(args))
     except DFDError as exc:  # expected failures: a message, not a traceback
         print(f"dfd {args.command}: error: {exc}", file=sys.stderr)
