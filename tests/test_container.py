@@ -90,13 +90,14 @@ def test_container_serves_and_stops_on_sigterm(container: tuple[str, str]) -> No
         status, ready = _get(f"{url}/readyz")
         time.sleep(0.25)
     assert status == 200 and ready["status"] == "ready", podman("logs", name, check=False).stderr[-2000:]
-    assert ready["explain"] is False  # the slim install: no PyTorch, so no Grad-CAM
+    assert ready["explain_method"] == "occlusion"  # the slim install: no PyTorch, so no Grad-CAM
     command = podman("exec", name, "cat", "/proc/1/cmdline").stdout.split("\0")
     assert command[-4:] == ["serve", "--workers", "1", ""]  # PID 1 is dfd itself (exec), with the flags
     print(f"container ready after {time.monotonic() - start:.1f} s")
 
-    result = _post_image(f"{url}/v1/detect", REPO / "samples" / "astronaut.jpg")
+    result = _post_image(f"{url}/v1/detect?explain=true", REPO / "samples" / "astronaut.jpg")
     assert result["status"] == "ok" and len(result["faces"]) == 1  # type: ignore[arg-type]
+    assert result["explanations"][0]["method"] == "occlusion"  # type: ignore[index]
     assert result["threshold"] == 0.0 and result["label"] == "fake"  # configured by DFD_THRESHOLD
 
     assert podman("healthcheck", "run", name, check=False).returncode == 0  # the image's HEALTHCHECK

@@ -689,6 +689,39 @@ def test_grad_cam_points_at_the_evidence() -> None:
     assert real_map[16:, 16:].min() > 0.9 and real_map[:6, :6].max() < 0.1
 
 
+def test_occlusion_maps_find_the_evidence_without_pytorch() -> None:
+    """The same brightness model as above, scored as ONNX Runtime would be: covering the bright square
+    lowers the fake probability (evidence for "fake"), covering the dark rest raises it ("real")."""
+    from deepfake_detection.models.spec import ModelSpec
+    from deepfake_detection.serve.explain import OcclusionMap
+
+    class Brightness:
+        spec = ModelSpec(arch="custom_cnn", input_size=32)
+
+        def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+            return 1 / (1 + np.exp(-(np.array([c.mean() for c in crops]) / 255 * 8 - 4)))
+
+    occlusion = OcclusionMap(Brightness())  # type: ignore[arg-type]
+    crop = np.zeros((32, 32, 3), np.uint8)
+    crop[:8, :8] = 255
+    fake_map, real_map = occlusion.heatmaps([crop, crop], [True, False])
+    assert fake_map.shape == real_map.shape == (32, 32)
+    assert fake_map.max() == pytest.approx(1.0) and occlusion.method == "occlusion"
+    assert fake_map[:4, :4].min() > 0.5 and fake_map[20:, 20:].max() < 0.1
+    assert real_map[20:, 20:].min() > 0.5 and real_map[:4, :4].max() < 0.1
+
+
+def test_the_threshold_setting_reaches_every_result(tmp_path: Path, face_jpeg: bytes,
+                                                    predictor: Predictor) -> None:
+    """`dfd serve --threshold` / DFD_THRESHOLD: the service's predictor is built with it."""
+    settings = ServeSettings(jobs_dir=tmp_path, explain=False, threshold=0.0)
+    with TestClient(create_app(settings), base_url="http://localhost") as client:  # a loopback Host
+        body = client.post("/v1/detect", files=upload(face_jpeg)).json()
+    assert body["threshold"] == 0.0 and body["label"] == "fake"
+    with pytest.raises(ValueError, match="threshold"):  # a given predictor cannot take it: refused
+        create_app(settings, predictor=predictor)
+
+
 def test_a_wrong_model_stops_start_up_with_a_clear_reason(tmp_path: Path) -> None:
     from deepfake_detection.errors import ModelError
 

@@ -573,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where video jobs are stored (default ~/.cache/deepfake-detection/jobs)")
     srv.add_argument("--video-frames", type=int, help="frames sampled per clip (default 32)")
     srv.add_argument("--no-explain", dest="explain", action="store_false", default=argparse.SUPPRESS,
-                     help="refuse Grad-CAM explanations (they load the PyTorch weights on first use)")
+                     help="no explanations (Grad-CAM with PyTorch, loaded on first use; else occlusion maps)")
     srv.add_argument("--allowed-hosts", nargs="+", metavar="HOST",
                      help="host names clients may reach the service by, beside loopback (Host header "
                           "check against DNS rebinding; * for any; env DFD_ALLOWED_HOSTS)")

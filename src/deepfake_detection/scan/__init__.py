@@ -5,7 +5,7 @@
     schema.py   the Parquet result schema: the fields of `dfd detect`'s JSONL, nested
     pipeline.py the Ray Data plan, the atomic Parquet writer, progress and the summary
 
-The per-image work is the Predictor's own (`prepare_image`, `finish_results`), so a scan gives the
+The per-image work is the Predictor's own (`Predictor.prepare`, `Predictor.finish`), so a scan gives the
 same results as `dfd detect` on the same files and model.
 """
 

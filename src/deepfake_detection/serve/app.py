@@ -36,7 +36,7 @@ from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
 from deepfake_detection.io.video import sample_frames, video_info
 from deepfake_detection.serve.apidocs import add_offline_docs
 from deepfake_detection.serve.connections import AdmissionMiddleware
-from deepfake_detection.serve.explain import GradCam, explain
+from deepfake_detection.serve.explain import Explainer, GradCam, OcclusionMap, explain
 from deepfake_detection.serve.hosts import HostCheckMiddleware, allowed_hosts
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
@@ -81,12 +81,16 @@ class Service:
     """Everything the endpoints share; built per app, filled by the lifespan."""
 
     def __init__(self, settings: ServeSettings, predictor: Predictor | None = None) -> None:
+        if predictor is not None and settings.threshold not in (None, predictor.threshold):
+            # A given predictor is used as it is: a threshold setting it does not carry would be ignored.
+            raise ValueError(f"the given predictor's threshold is {predictor.threshold}, the settings "
+                             f"ask for {settings.threshold}: build it with Predictor.load(threshold=...)")
         self.settings = settings
         self.metrics = Metrics()
         self.limiter = RateLimiter(settings.rate_limit)
         self.predictor = predictor  # injected (tests) or loaded at start-up
-        self.cam: GradCam | None = None
-        self.cam_weights: Path | None = None  # loaded into `cam` on the first request that asks
+        self.cam: Explainer | None = None
+        self.cam_weights: Path | None = None  # Grad-CAM's, loaded into `cam` by the first request asking
         self.cam_reason = "explanations are off (--no-explain)"
         self._cam_lock = threading.Lock()
         self.hosts = allowed_hosts(settings.allowed_hosts, settings.host)
@@ -108,38 +112,43 @@ class Service:
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
-            self._find_cam_weights()
+            self._choose_explainer(self.predictor)
         self.jobs = JobStore(s.jobs_dir, s.job_ttl)
 
-    def _find_cam_weights(self) -> None:
-        """Where Grad-CAM's weights are; they are loaded (PyTorch: several hundred MiB) only when a
-        request asks for an explanation, so a service nobody asks for one stays small."""
+    def _choose_explainer(self, predictor: Predictor) -> None:
+        """Grad-CAM when the model's PyTorch weights and PyTorch are there (one backward pass a face),
+        loaded by the first request that asks for an explanation, so a service nobody asks for one
+        stays small (PyTorch and the weights: about 800 MiB); else occlusion maps with the served model
+        itself (no PyTorch; ~170 crops scored a face), ready at once."""
         import importlib.util
 
         from deepfake_detection.infer.bundled import default_model_path
         from deepfake_detection.models.paths import weights_for
 
         model_path = self.settings.model or default_model_path()
-        self.cam_weights = weights_for(Path(model_path))
-        if self.cam_weights is None:
-            self.cam_reason = f"explanations need the PyTorch weights ({Path(model_path).stem}.safetensors)"
-            return
+        weights = weights_for(Path(model_path))
         try:  # whether PyTorch is installed, without importing it (that is what loading lazily saves)
             has_torch = importlib.util.find_spec("torch") is not None
         except ValueError:  # sys.modules["torch"] is None: made unimportable on purpose
             has_torch = False
-        if not has_torch:  # the slim install: inference runs without PyTorch
-            self.cam_weights = None
-            self.cam_reason = ("explanations (Grad-CAM) need PyTorch, which this install lacks: "
-                               "pip install 'deepfake-detection[train]'")
-            log.info("%s", self.cam_reason)
+        if weights is None or not has_torch:  # the slim install: inference runs without PyTorch
+            log.info("explanations: occlusion maps (Grad-CAM needs PyTorch weights and the 'train' extra)")
+            self.cam = OcclusionMap(predictor)
+            return
+        self.cam_weights = weights
 
     @property
     def explain_available(self) -> bool:
         return self.cam is not None or self.cam_weights is not None
 
-    def grad_cam(self) -> GradCam:
-        """The Grad-CAM model, loaded on first use (on a worker thread, once)."""
+    @property
+    def explain_method(self) -> str | None:
+        if self.cam is not None:
+            return self.cam.method
+        return GradCam.method if self.cam_weights is not None else None
+
+    def explainer(self) -> Explainer:
+        """The explanation method; Grad-CAM is loaded here on first use (on a worker thread, once)."""
         with self._cam_lock:
             if self.cam is None:
                 from deepfake_detection.models.paths import verify_checksum
@@ -150,10 +159,10 @@ class Service:
                     if self.settings.model is None:
                         verify_checksum(self.cam_weights, required=True)
                     self.cam = GradCam.from_file(self.cam_weights)
-                except DFDError as exc:
-                    log.error("explanations unavailable: %s", exc)
-                    self.cam_weights, self.cam_reason = None, f"explanations are unavailable: {exc}"
-                    raise HTTPException(422, self.cam_reason) from None
+                except (DFDError, ImportError) as exc:  # bad weights, a broken PyTorch: the served model
+                    log.error("Grad-CAM unavailable (%s); explanations use occlusion maps", exc)
+                    self.cam = OcclusionMap(self.need()[0])
+                self.cam_weights = None
             return self.cam
 
     def close(self) -> None:
@@ -193,7 +202,7 @@ class Service:
         result = predictor.predict(image, path=name)  # thread-safe: the predictor picks the detector
         out = result.to_dict()
         if with_explanation and result.faces:
-            out["explanations"] = explain(self.grad_cam(), image, result)
+            out["explanations"] = explain(self.explainer(), image, result)
         self._record(result, source, start)
         return out
 
@@ -287,7 +296,8 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     @app.post("/v1/detect", dependencies=protected, tags=["detect"])
     async def detect(
         file: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP, BMP, TIFF, GIF)")],
-        explain_faces: Annotated[bool, Query(alias="explain", description="Grad-CAM heatmaps")] = False,
+        explain_faces: Annotated[bool, Query(alias="explain", description="heatmaps per face (Grad-CAM "
+                                                     "or occlusion)")] = False,
     ) -> dict[str, Any]:
         """One image -> its result (the fields of `dfd detect --format jsonl`), faces with boxes."""
         check_media_type(file.content_type, IMAGE_TYPES, "an image")
@@ -381,7 +391,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if not service.ready or service.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"status": "ready", "model": service.predictor.model_info,
-                             "explain": service.explain_available})
+                             "explain": service.explain_available, "explain_method": service.explain_method})
 
     @app.get("/metrics", tags=["monitoring"])
     async def metrics() -> Response:

@@ -15,7 +15,7 @@ function drawBoxes(frame, result, explanations) {
     const heat = document.createElement("img");
     heat.className = "heat";
     heat.src = e.heatmap;
-    heat.alt = "Grad-CAM heatmap";
+    heat.alt = "heatmap of the evidence for the verdict";
     Object.assign(heat.style, { left: pct(e.box[0], w), top: pct(e.box[1], h),
       width: pct(e.box[2] - e.box[0], w), height: pct(e.box[3] - e.box[1], h) });
     frame.appendChild(heat);
