@@ -24,15 +24,16 @@ import numpy as np
 
 
 @contextmanager
-def serve_process(extra: list[str], jobs: str) -> Iterator[tuple[str, int]]:
-    """`dfd serve` on a free loopback port; yields (base URL, pid) once /readyz answers 200."""
+def serve_process(extra: list[str], jobs: str, *, explain: bool = False) -> Iterator[tuple[str, int]]:
+    """`dfd serve` on a free loopback port (`--no-explain` unless `explain`); yields (base URL, pid) once
+    /readyz answers 200."""
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "deepfake_detection.cli", "serve", "--port", str(port), "--no-explain",
-           "--jobs-dir", jobs, *extra]
+    cmd = [sys.executable, "-m", "deepfake_detection.cli", "serve", "--port", str(port),
+           *([] if explain else ["--no-explain"]), "--jobs-dir", jobs, *extra]
     proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -157,7 +157,8 @@ def test_annotate_keeps_same_named_inputs_apart(tmp_path: Path, astronaut: np.nd
 
 
 def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_onnx_model: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from dfd_testkit.synthetic import moving_face_clip
 
     for i, sub in enumerate(("a", "b")):
@@ -168,7 +169,14 @@ def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_o
     assert code == 0 and len(records) == 2
     assert sorted(p.name for p in plots.iterdir()) == ["clip.timeline.png", "clip_2.timeline.png"]
     blocker = tmp_path / "not_a_folder"
-    blocker.write_text("x")  # every plot fails: the results are still all written
-    code, records = _run_jsonl([*args, "--plot", str(blocker)], tmp_path / "r2.jsonl")
-    assert code == 0 and len(records) == 2
+    blocker.write_text("x")  # a plot folder that cannot be: refused before any work
+    assert main(["detect", *args, "--plot", str(blocker), "-o", str(tmp_path / "r2.jsonl")]) == 1
+    assert not (tmp_path / "r2.jsonl").exists()
+
+    def broken_plot(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("deepfake_detection.infer.render.plot_timeline", broken_plot)
+    code, records = _run_jsonl([*args, "--plot", str(plots)], tmp_path / "r3.jsonl")
+    assert code == 0 and len(records) == 2  # every plot failed: the results are still all written
     assert caplog.text.count("no timeline plot for") == 2

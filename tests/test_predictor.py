@@ -115,7 +115,8 @@ assert code == 0, code
 from fastapi.testclient import TestClient
 from deepfake_detection.serve import ServeSettings, create_app
 import tempfile
-with TestClient(create_app(ServeSettings(jobs_dir=tempfile.mkdtemp()))) as client:
+app = create_app(ServeSettings(jobs_dir=tempfile.mkdtemp()))
+with TestClient(app, base_url="http://localhost") as client:  # a loopback Host (DNS rebinding check)
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["explain_method"] == "occlusion", ready
     with open(sys.argv[1], "rb") as f:

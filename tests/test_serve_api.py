@@ -65,8 +65,10 @@ def make_client(tmp_path: Path, predictor: Predictor) -> Iterator[Any]:
 
     def make(**overrides: Any) -> TestClient:
         # Each app its own jobs folder unless told (one service holds a folder at a time).
+        # TestClient's WebSockets always send Host: testserver, which the Host check (DNS rebinding)
+        # refuses unless allowed.
         options: dict[str, Any] = {"jobs_dir": tmp_path / f"jobs-{len(clients)}", "explain": False,
-                                   "workers": 2, **overrides}
+                                   "workers": 2, "allowed_hosts": ["testserver"], **overrides}
         client = TestClient(create_app(ServeSettings(**options), predictor=predictor),
                             raise_server_exceptions=False)
         client.__enter__()  # runs the lifespan
@@ -295,9 +297,11 @@ def test_wrong_keys_use_up_the_rate_limit(make_client: Any, face_jpeg: bytes) ->
     stream = make_client(api_key="s3cret", rate_limit="2/min")
     reasons = []
     for key in ("guess-1", "guess-2", "s3cret"):
+        # Refused streams are accepted, then closed with 1008 and the reason (not a bare HTTP 403).
         with pytest.raises(Exception) as refused, stream.websocket_connect("/v1/stream",
-                                                                          headers={"X-API-Key": key}):
-            pass
+                                                                          headers={"X-API-Key": key}) as ws:
+            ws.receive_json()
+        assert getattr(refused.value, "code", None) == 1008
         reasons.append(getattr(refused.value, "reason", ""))
     assert ["API key" in r for r in reasons] == [True, True, False] and "rate limit" in reasons[2]
 
@@ -461,7 +465,7 @@ def test_api_docs_work_offline(make_client: Any, page: str, script: str) -> None
 
 def test_api_docs_behind_a_path_prefix(tmp_path: Path, predictor: Predictor) -> None:
     app = create_app(ServeSettings(jobs_dir=tmp_path, explain=False), predictor=predictor)
-    html = TestClient(app, root_path="/dfd").get("/docs").text
+    html = TestClient(app, root_path="/dfd", base_url="http://localhost").get("/docs").text
     assert "url: '/dfd/openapi.json'" in html
     assert all(url.startswith("/dfd/docs-assets/") for url in asset_links(html))
 
@@ -610,7 +614,7 @@ def test_jobs_survive_a_restart_and_expire(tmp_path: Path) -> None:
 def test_a_finished_job_is_still_there_after_the_app_restarts(make_client: Any, clip: bytes, tmp_path: Path,
                                                               predictor: Predictor) -> None:
     settings = ServeSettings(jobs_dir=tmp_path / "shared", explain=False, video_frames=4)
-    with TestClient(create_app(settings, predictor=predictor)) as first:
+    with TestClient(create_app(settings, predictor=predictor), base_url="http://localhost") as first:
         job_id = first.post("/v1/videos", files=upload(clip, "clip.mp4", "video/mp4")).json()["id"]
         assert wait_for_job(first, job_id)["state"] == "done"
     second = make_client(jobs_dir=tmp_path / "shared")  # the same jobs folder, a new process in all but name
@@ -711,7 +715,7 @@ def test_the_threshold_setting_reaches_every_result(tmp_path: Path, face_jpeg: b
                                                     predictor: Predictor) -> None:
     """`dfd serve --threshold` / DFD_THRESHOLD: the service's predictor is built with it."""
     settings = ServeSettings(jobs_dir=tmp_path, explain=False, threshold=0.0)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:  # a loopback Host
         body = client.post("/v1/detect", files=upload(face_jpeg)).json()
     assert body["threshold"] == 0.0 and body["label"] == "fake"
     with pytest.raises(ValueError, match="threshold"):  # a given predictor cannot take it: refused

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deepfake_detection.errors import DFDError, MissingExtraError
 
@@ -24,51 +25,116 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from deepfake_detection.infer.predictor import Predictor
     from deepfake_detection.infer.results import VideoResult
     from deepfake_detection.infer.writers import ResultWriter, open_output
+    from deepfake_detection.io.atomic import remove_stale_temporaries
+    from deepfake_detection.io.paths import check_output_dir, check_output_file, is_stdout
     from deepfake_detection.io.sources import expand_inputs
+    from deepfake_detection.signals import interrupt_exit_code, interrupt_name
 
+    # Every output target first: a bad one must fail now, not after the whole batch was scored.
+    check_output_file(args.output)
+    check_output_dir(args.annotate)
+    check_output_dir(args.plot)
+    if args.output and not is_stdout(args.output):
+        remove_stale_temporaries(args.output)  # left by a run that was killed (SIGKILL)
     items = expand_inputs(args.paths)
     if not items:
-        print("dfd detect: no image found in the given paths", file=sys.stderr)
+        print("dfd detect: no image or video found in the given paths", file=sys.stderr)
         return 1
+    videos = sum(item.is_video for item in items)
+    if args.annotate and videos:
+        print(f"dfd detect: --annotate draws on images only: {videos} video(s) get no annotated copy "
+              "(--plot DIR saves a video's score timeline; dfd live --source VIDEO --save OUT.mp4 draws "
+              "on every frame)", file=sys.stderr)
     predictor = Predictor.load(args.model, backend=args.backend, detector=args.detector,
                                threshold=args.threshold, max_pixels=args.max_pixels,
                                batch_size=args.batch_size)
-    processed = 0
+    processed = done = 0
     annotated: set[str] = set()
     plotted: set[str] = set()
-    show_progress = not args.no_progress and len(items) >= 10
+    show_progress = _progress_wanted(args.no_progress, len(items))
+    interrupted = False
     with open_output(args.output) as stream:
         writer = ResultWriter(stream, args.format)
+        frames_bar = _VideoProgress(enabled=show_progress)
         results = predictor.predict_many(items, workers=args.workers, video_frames=args.frames,
-                                         video_stride=args.stride)
-        for result in tqdm(results, total=len(items), disable=not show_progress, unit="img",
-                           file=sys.stderr, dynamic_ncols=True):
-            writer.write(result)
-            processed += result.status != "error"
-            if isinstance(result, VideoResult):
-                if args.plot and result.status != "error" and result.path:
-                    _save_plot(result, Path(args.plot), plotted)
-            elif args.annotate and result.status != "error" and result.path:
-                _save_annotated(result, result.path, Path(args.annotate), annotated)
+                                         video_stride=args.stride, video_progress=frames_bar.update)
+        try:
+            for result in tqdm(results, total=len(items), disable=not show_progress, unit="input",
+                               file=sys.stderr, dynamic_ncols=True):
+                frames_bar.close()
+                writer.write(result)
+                done += 1
+                processed += result.status != "error"
+                if isinstance(result, VideoResult):
+                    if args.plot and result.status != "error" and result.path:
+                        _save_plot(result, Path(args.plot), plotted)
+                elif args.annotate and result.status != "error" and result.path:
+                    _save_annotated(result, result.path, Path(args.annotate), annotated, args.max_pixels)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: publish what was scored, as a complete file
+            interrupted = True
+        finally:
+            frames_bar.close()
+            results.close()  # type: ignore[attr-defined]  # a generator: stops its worker threads
         writer.close()
+    if interrupted:
+        published = args.output and not is_stdout(args.output)
+        where = f"; the results so far are in {args.output}" if published else ""
+        print(f"dfd detect: stopped by {interrupt_name()} after {done} of {len(items)} inputs{where}",
+              file=sys.stderr)
+        return interrupt_exit_code()
     return 0 if processed else 1
 
 
-def _save_annotated(result: ImageResult, path: str, folder: Path, used: set[str]) -> None:
-    """Write a copy of the image with boxes and labels (decodes it again: an opt-in extra).
-    Same-named inputs from different folders get `name_2.jpg`, ... instead of overwriting each other."""
+def _progress_wanted(disabled: bool, inputs: int) -> bool:
+    """A progress bar on a terminal whatever the count (one long video deserves one); in logs only
+    for long runs (10 inputs or more), where it is worth its lines."""
+    return not disabled and (sys.stderr.isatty() or inputs >= 10)
+
+
+class _VideoProgress:
+    """A second bar for the frames of the video being scored (one long video can take minutes)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def update(self, path: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, unit="frame", desc=Path(path).name[:30], leave=False, position=1,
+                             file=sys.stderr, dynamic_ncols=True)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _save_annotated(result: ImageResult, path: str, folder: Path, used: set[str],
+                    max_pixels: int | None = None) -> None:
+    """Write a copy of the image with boxes and labels (decodes it again, with the same pixel limit as
+    scoring: an opt-in extra). Same-named inputs from different folders get `name_2.jpg`, ... instead
+    of overwriting each other. A copy that cannot be written is a warning, never the end of the batch."""
     import cv2
 
     from deepfake_detection.infer.render import draw_result
     from deepfake_detection.io.atomic import write_bytes_atomic
-    from deepfake_detection.io.images import load_image
+    from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, load_image
 
-    folder.mkdir(parents=True, exist_ok=True)
-    image = load_image(path)
-    out = draw_result(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), result, bgr=True)
-    ok, encoded = cv2.imencode(".jpg", out)
-    if ok:
-        write_bytes_atomic(folder / _unique_name(path, ".jpg", used), encoded.tobytes())
+    try:
+        image = load_image(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        out = draw_result(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), result, bgr=True)
+        ok, encoded = cv2.imencode(".jpg", out)
+        if ok:
+            write_bytes_atomic(folder / _unique_name(path, ".jpg", used), encoded.tobytes())
+    except (DFDError, OSError) as exc:
+        log.warning("no annotated copy of %s: %s: %s", path, type(exc).__name__, exc)
 
 
 def _save_plot(result: VideoResult, folder: Path, used: set[str]) -> None:
@@ -134,8 +200,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         dedup_distance=-1 if args.no_dedup else args.dedup_distance, layout=args.layout,
         chunk_size=args.chunk_size, max_side=args.max_side, landmarks68=args.landmarks68, pad=args.pad,
     )
-    from deepfake_detection.errors import MissingExtraError
+    from deepfake_detection.io.paths import check_output_dir
 
+    check_output_dir(args.out)  # before any work
     try:
         summary = prepare(args.sources, args.out, config, workers=args.workers, progress=not args.no_progress,
                           ray_address=args.ray_address)
@@ -164,7 +231,9 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from deepfake_detection.evaluate.run import PRODUCT_ROBUSTNESS, ROBUSTNESS_DEFAULT, evaluate_model
+    from deepfake_detection.io.paths import check_output_dir
 
+    check_output_dir(args.out)  # before any work: a report that cannot be written must not cost a run
     # Product mode re-runs detection for each perturbation: the three that the bars name, not all ten.
     sweep = PRODUCT_ROBUSTNESS if args.mode == "product" else ROBUSTNESS_DEFAULT
     robustness: tuple[str, ...] = () if args.no_robustness else sweep
@@ -185,7 +254,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from deepfake_detection.evaluate.report import compare_table
     from deepfake_detection.evaluate.run import compare_runs
+    from deepfake_detection.io.paths import check_output_dir
 
+    check_output_dir(args.out)
     rows = compare_runs(args.runs, args.out, latency=not args.no_latency)
     print(compare_table(rows))
     print(f"comparison: {Path(args.out) / 'comparison.md'}")
@@ -207,6 +278,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     logging.getLogger("deepfake_detection.train").setLevel(logging.INFO if rank0 else logging.WARNING)
     out = train(config, resume=args.resume)
     print(out)
+    if not rank0:
+        return 0
+    from deepfake_detection.train.checks import check_run
+
+    problems = check_run(out)
+    for problem in problems:  # loud: a useless model must not be taken for a trained one
+        print(f"dfd train: WARNING: {problem}", file=sys.stderr)
+    if problems and args.strict:
+        print(f"dfd train: failing (--strict): the model in {out} should not be used", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -226,11 +307,52 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def _number(text: str, kind: type[int] | type[float], ok: Callable[[float], bool], rule: str) -> Any:
+    """An argparse type: `text` as `kind`, refused (a usage error, exit 2) unless `ok(value)`."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'a whole number' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if not ok(value):  # comparisons with nan are false: nan is refused too
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return int(_number(text, int, lambda v: v >= 1, ">= 1"))
+
+
+def _positive_float(text: str) -> float:
+    return float(_number(text, float, lambda v: v > 0, "> 0"))
+
+
+def _count(text: str) -> int:
+    return int(_number(text, int, lambda v: v >= 0, ">= 0"))
+
+
+def _probability(text: str) -> float:
+    return float(_number(text, float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]"))
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows each option's default (not the empty ones: None, False, or flags without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "%(default)" in text or "default" in text
+                or default in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def _add_video_sampling(parser: argparse.ArgumentParser, frames: int = 32) -> None:
+    """--frames N or --stride N, never both (one would silently win)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--frames", type=_positive_int, default=frames,
+                       help="videos: score this many evenly spaced frames")
+    group.add_argument("--stride", type=_positive_int, help="videos: score every N-th frame instead")
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -264,7 +386,7 @@ def _model_flags(*, defaults: bool = True) -> argparse.ArgumentParser:
     group.add_argument("--backend", choices=("auto", "onnx", "torch"), default=default("auto"),
                        help="which sibling file runs: .onnx on ONNX Runtime, .safetensors on PyTorch")
     group.add_argument("--detector", default=default("auto"), help="face detector: auto, retinaface, haar")
-    group.add_argument("--threshold", type=float, default=default(None),
+    group.add_argument("--threshold", type=_probability, default=default(None),
                        help="override the model's calibrated threshold (0..1)")
     return flags
 
@@ -275,7 +397,7 @@ def _pixel_flag(*, defaults: bool = True) -> argparse.ArgumentParser:
 
     flags = argparse.ArgumentParser(add_help=False)
     default = DEFAULT_MAX_PIXELS if defaults else argparse.SUPPRESS
-    flags.add_argument("--max-pixels", type=int, default=default,
+    flags.add_argument("--max-pixels", type=_positive_int, default=default,
                        help="refuse images with more pixels (decompression bombs)")
     return flags
 
@@ -318,15 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
                             parents=[model_flags, pixels])
     detect.add_argument("paths", nargs="+", metavar="PATH",
                         help="image or video files, folders (recursive) or globs")
-    detect.add_argument("--format", choices=FORMATS, default="table")
-    detect.add_argument("--output", "-o", help="write results to this file (atomically) instead of stdout")
-    detect.add_argument("--batch-size", type=int, default=32, help="faces per classifier batch")
-    detect.add_argument("--workers", type=int, default=None, help="decode/detect threads")
-    detect.add_argument("--annotate", metavar="DIR", help="also save images with boxes and labels drawn")
+    detect.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    detect.add_argument("--output", "-o", help="write results to this file (atomically); - for stdout")
+    detect.add_argument("--batch-size", type=_positive_int, default=32, help="faces per classifier batch")
+    detect.add_argument("--workers", type=_positive_int, default=None, help="decode/detect threads")
+    detect.add_argument("--annotate", metavar="DIR",
+                        help="also save images with boxes and labels drawn (images only, not videos)")
     detect.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    detect.add_argument("--frames", type=_positive_int, default=32,
-                        help="videos: score this many evenly spaced frames")
-    detect.add_argument("--stride", type=_positive_int, help="videos: score every N-th frame instead")
+    _add_video_sampling(detect)
     detect.add_argument("--plot", metavar="DIR", help="videos: save a per-second score timeline PNG here")
     detect.set_defaults(func=_cmd_detect)
 
@@ -357,29 +478,29 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--pad", type=float, default=0.0,
                       help="tight face crops: pad images with black borders of PAD x their side before "
                            "detection, so the crop protocol's margin fits (e.g. 0.3)")
-    prep.add_argument("--frames", type=int, default=32, help="frames per video, evenly spaced")
-    prep.add_argument("--stride", type=int, help="take every N-th video frame instead of --frames")
-    prep.add_argument("--faces", choices=("biggest", "all"), default="biggest")
-    prep.add_argument("--crop-size", type=int, default=256)
-    prep.add_argument("--crop-scale", type=float, default=1.3)
+    _add_video_sampling(prep)
+    prep.add_argument("--faces", choices=("biggest", "all"), default="biggest", help="faces kept per frame")
+    prep.add_argument("--crop-size", type=_positive_int, default=256, help="crop side in pixels")
+    prep.add_argument("--crop-scale", type=_positive_float, default=1.3, help="crop side / face box side")
     prep.add_argument("--align", action="store_true", help="5-point alignment of crops")
     prep.add_argument("--landmarks68", action="store_true",
                       help="also store dlib 68-point landmarks (extra 'landmarks68') for blending masks")
-    prep.add_argument("--detector", default="auto")
-    prep.add_argument("--max-side", type=int, default=640,
+    prep.add_argument("--detector", default="auto", help="face detector: auto, retinaface, haar")
+    prep.add_argument("--max-side", default=640,
+                      type=lambda t: int(_number(t, int, lambda v: v >= 32, ">= 32")),
                       help="detect faces on a copy this size (crops come from the original): smaller is "
                            "faster and misses small faces")
-    prep.add_argument("--workers", type=int, help="processes (default: all cores)")
+    prep.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
     prep.add_argument("--ray-address", help="run the chunks as Ray tasks on this cluster (host:port, "
                       "ray://..., auto) or 'local'; --out must be a folder every node sees")
-    prep.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1),
+    prep.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), help="split shares",
                       metavar=("TRAIN", "VAL", "TEST"))
-    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
     prep.add_argument("--leave-out-method",
                       help="put every group with this method in test, none in train/val")
     prep.add_argument("--dedup-distance", type=int, default=4, help="pHash bits for near-duplicates")
     prep.add_argument("--no-dedup", action="store_true")
-    prep.add_argument("--chunk-size", type=int, help="sources per unit of resumable work "
+    prep.add_argument("--chunk-size", type=_positive_int, help="sources per unit of resumable work "
                       "(default 256 with --cropped, else 32)")
     prep.add_argument("--no-progress", action="store_true")
     prep.set_defaults(func=_cmd_prepare)
@@ -390,14 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="manifest split to evaluate (train, val, test, all)")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--no-robustness", action="store_true", help="skip the JPEG/blur/resize/noise sweep")
-    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for AUC intervals")
+    ev.add_argument("--bootstrap", type=_count, default=1000,
+                    help="bootstrap resamples for AUC intervals (0: no intervals)")
     ev.add_argument("--mode", choices=("product", "crops"), default="product",
                     help="product: the split's source files through decode, detect, crop, classify (what "
                          "users get); crops: the stored crops only (fast, classifier alone)")
-    ev.add_argument("--frames", type=int, default=16, help="product mode: frames per video for frame metrics")
-    ev.add_argument("--video-frames", type=int, default=32,
+    ev.add_argument("--frames", type=_positive_int, default=16,
+                    help="product mode: frames per video for frame metrics")
+    ev.add_argument("--video-frames", type=_positive_int, default=32,
                     help="product mode: frames per video for the video verdict (as dfd detect)")
-    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ev.set_defaults(func=_cmd_evaluate)
 
     cmp = sub.add_parser("compare", help="one table across `dfd evaluate` report folders")
@@ -413,17 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("inputs", nargs="+", metavar="INPUT", help="images (biggest face) or manifests")
     aug.add_argument("--out", required=True, help="PNG to write (atomically)")
     aug.add_argument("--config", help="YAML: the augment block, or a file with an 'augment:' key")
-    aug.add_argument("--seed", type=int, default=0)
-    aug.add_argument("--count", type=int, default=4, help="augmented versions and fakes per face")
-    aug.add_argument("--input-size", type=int, default=224, help="model input size (tile size)")
+    aug.add_argument("--seed", type=int, default=0, help="random seed")
+    aug.add_argument("--count", type=_positive_int, default=4, help="augmented versions and fakes per face")
+    aug.add_argument("--input-size", type=_positive_int, default=224, help="model input size (tile size)")
     aug.add_argument("--detector", default="auto", help="face detector for image inputs")
-    aug.add_argument("--max-rows", type=int, default=8, help="faces (rows) on the sheet at most")
+    aug.add_argument("--max-rows", type=_positive_int, default=8, help="faces (rows) on the sheet at most")
     aug.set_defaults(func=_cmd_augment_preview)
     tr = sub.add_parser("train", help="train a classifier from manifests (YAML config; torchrun-ready)")
     tr.add_argument("--config", required=True, help="YAML training config (see configs/default.yaml)")
     tr.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                     help="override config values, e.g. --set optim.lr=1e-3 epochs=4 (repeatable; YAML-typed)")
     tr.add_argument("--resume", action="store_true", help="continue the run in the config's out folder")
+    tr.add_argument("--strict", action="store_true",
+                    help="fail (exit 1) when validation AUC is at or below chance or the calibration "
+                         "temperature hits a bound (without it: a loud warning)")
     tr.set_defaults(func=_cmd_train)
 
     sc = sub.add_parser("scan", help="batch detection on Ray (millions of images, a cluster) -> Parquet",
@@ -433,8 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--output", "-o", required=True, help="Parquet file to write (atomically)")
     sc.add_argument("--ray-address", help="join this Ray cluster (host:port, ray://..., auto); "
                     "default: start a local runtime sized to this machine")
-    sc.add_argument("--batch-size", type=int, default=32, help="images per classifier batch")
-    sc.add_argument("--classifiers", type=int, help="classifier actors (default: one per GPU, "
+    sc.add_argument("--batch-size", type=_positive_int, default=32, help="images per classifier batch")
+    sc.add_argument("--classifiers", type=_positive_int, help="classifier actors (default: one per GPU, "
                     "else a third of the CPUs)")
     sc.add_argument("--allow-outside-listing", action="store_true",
                     help="let CSV/Parquet listings name absolute paths, file:// URIs and ../ paths "
@@ -460,24 +586,64 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where video jobs are stored (default ~/.cache/deepfake-detection/jobs)")
     srv.add_argument("--video-frames", type=int, help="frames sampled per clip (default 32)")
     srv.add_argument("--no-explain", dest="explain", action="store_false", default=argparse.SUPPRESS,
-                     help="no explanations (Grad-CAM with PyTorch, else occlusion maps)")
+                     help="no explanations (Grad-CAM with PyTorch, loaded on first use; else occlusion maps)")
+    srv.add_argument("--allowed-hosts", nargs="+", metavar="HOST",
+                     help="host names clients may reach the service by, beside loopback (Host header "
+                          "check against DNS rebinding; * for any; env DFD_ALLOWED_HOSTS)")
+    srv.add_argument("--header-timeout", type=float,
+                     help="seconds a request's headers may take to arrive (default 10)")
+    srv.add_argument("--body-timeout", type=float, help="seconds an upload may pause (default 30)")
+    srv.add_argument("--stream-idle-timeout", type=float,
+                     help="seconds a live stream may send no frame before it is closed (default 60)")
+    srv.add_argument("--max-client-connections", type=int,
+                     help="open connections per client address (default 32)")
+    srv.add_argument("--max-connections", type=int, help="open connections in all (default 1024)")
     srv.set_defaults(func=_cmd_serve)
+    for command in sub.choices.values():
+        command.formatter_class = _DefaultsFormatter
     return parser
 
 
+# Commands whose paths may come after options too (`dfd detect a.jpg --plot d b.mp4`): argparse stops
+# a positional list at the first option, and its intermixed parsing does not support sub-commands.
+_PATH_LISTS = {"detect": "paths", "scan": "sources", "prepare": "sources", "augment-preview": "inputs",
+               "compare": "runs"}
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    command = getattr(args, "command", None)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    target = sub.choices.get(command, parser) if command else parser
+    dest = _PATH_LISTS.get(command or "")
+    if dest is None or any(text.startswith("-") and text != "-" for text in extra):
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
+        raise AssertionError  # error() exits
+    getattr(args, dest).extend(extra)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from deepfake_detection.signals import interrupt_exit_code, terminate_as_interrupt
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM (docker stop, systemd, timeout) stops like Ctrl-C; `dfd serve` leaves signals to uvicorn,
+    # which drains requests on SIGTERM and exits as a container's PID 1 must (0).
+    stopping = nullcontext() if args.command == "serve" else terminate_as_interrupt()
     try:
-        return int(args.func(args))
+        with stopping:
+            return int(args.func(args))
     except DFDError as exc:  # expected failures: a message, not a traceback
         print(f"dfd {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return interrupt_exit_code()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ as it was (`ray.shutdown` only disconnects from a cluster).
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,8 +57,10 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         return
     # Workers log to the driver at WARNING: Ray Data's INFO lines would bury our own progress bar.
     common: dict[str, Any] = {"logging_level": logging.WARNING, "configure_logging": True}
+    watchdog = None
     try:
         if address in (None, LOCAL):
+            watchdog = _watch_helpers()
             # address="local": a new runtime even where RAY_ADDRESS is set or `ray start` ran on this
             # machine (without it Ray would join that cluster, then refuse num_cpus).
             ray.init(address=LOCAL, num_cpus=num_cpus or available_cores(), include_dashboard=False,
@@ -67,9 +72,33 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         raise
     except Exception as exc:  # ConnectionError, timeouts, a bad address: one message, no traceback
         ray.shutdown()  # a runtime that half started must not outlive the command
+        _stop_watching(watchdog)
         where = "a local Ray runtime" if address in (None, LOCAL) else f"the Ray cluster at {address}"
         raise DFDError(f"cannot start or join {where}: {exc}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+        _stop_watching(watchdog)
+
+
+def _watch_helpers() -> subprocess.Popen[bytes] | None:
+    """Mark this process's environment (the Ray helpers it starts inherit it) and start a watchdog
+    that kills them if this process dies without shutting Ray down (SIGKILL). Linux only (/proc)."""
+    from deepfake_detection.raywatch import MARK
+
+    if not sys.platform.startswith("linux"):
+        return None
+    os.environ[MARK] = str(os.getpid())
+    return subprocess.Popen([sys.executable, "-m", "deepfake_detection.raywatch", str(os.getpid())],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # not in our process group: Ctrl-C is ours alone
+
+
+def _stop_watching(watchdog: subprocess.Popen[bytes] | None) -> None:
+    from deepfake_detection.raywatch import MARK
+
+    if watchdog is not None:
+        watchdog.kill()
+        watchdog.wait()
+        os.environ.pop(MARK, None)

@@ -93,7 +93,11 @@ class ChunkResult:
 _WORKER: dict[str, Any] = {}  # this worker process's settings and models, set by _init_worker
 
 
-def _init_worker(config: PrepareConfig, out: str) -> None:
+def _init_worker(config: PrepareConfig, out: str, parent: int | None = None) -> None:
+    if parent is not None:  # a local pool: die with `dfd prepare`, even when it is killed (SIGKILL)
+        from deepfake_detection.signals import die_with_parent
+
+        die_with_parent(parent)
     cv2.setNumThreads(1)  # one process per core; threads inside would fight over the same cores
     _WORKER["config"], _WORKER["out"] = config, Path(out)
     if not config.cropped:
@@ -241,14 +245,17 @@ def _save_part(out: Path, result: ChunkResult) -> None:
         pq.write_table(table, tmp)
 
 
-def _check_config(out: Path, config: PrepareConfig, roots: Sequence[str]) -> None:
-    """Refuse to resume into a folder prepared with other crop settings (mixed crops)."""
+def _check_config(out: Path, config: PrepareConfig, roots: Sequence[str], *, write: bool = True) -> None:
+    """Refuse to resume into a folder prepared with other crop settings (mixed crops); record the
+    settings (`write`) once there is work to do."""
     path = out / CONFIG_FILE
     key = {"roots": [str(Path(r).resolve()) for r in roots], **config.work_key()}
     if path.exists():
         previous = json.loads(path.read_text())
         if previous != key:
             raise DFDError(f"{out} was prepared with other settings ({path}); use a new --out folder")
+        return
+    if not write:
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(key, indent=2) + "\n")
@@ -260,7 +267,7 @@ def _on_processes(todo: list[tuple[int, list[SourceItem]]], config: PrepareConfi
     context = get_context("spawn")  # no fork: the parent holds threads (progress bar, ONNX sessions)
     try:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(config, str(out))) as pool:
+                                 initargs=(config, str(out), os.getpid())) as pool:
             pending: set[Future[ChunkResult]] = set()
             queue = iter(todo)
             for index, chunk in islice(queue, workers * 2):  # bounded: memory stays flat
@@ -322,7 +329,7 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
 
     config = config or PrepareConfig()
     out = Path(out)
-    _check_config(out, config, roots)
+    _check_config(out, config, roots, write=False)  # a folder of other settings: refused before listing
     workers = workers or os.cpu_count() or 1
     listing_failures: list[dict[str, str]] = []  # refused dataset entries (bad CSV rows, path escapes)
     sources = list(iter_sources([Path(r) for r in roots], layout=config.layout,
@@ -330,6 +337,8 @@ def prepare(roots: Sequence[str], out: str | Path, config: PrepareConfig | None 
                                                                                        "error": why})))
     if not sources:
         raise DFDError(f"no image or video found in {', '.join(map(str, roots))}")
+    # Only now, with work to do: a wrong source leaves no settings behind to refuse the corrected run.
+    _check_config(out, config, roots)
     todo = [(i, c) for i, c in _chunks(sources, config.sources_per_chunk) if not _part_path(out, i).exists()]
     done_sources = len(sources) - sum(len(c) for _, c in todo)
     bar = tqdm(total=len(sources), initial=done_sources, unit="src", disable=not progress,

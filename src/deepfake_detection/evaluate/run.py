@@ -40,23 +40,28 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def score_manifest(predictor: Predictor, df: pd.DataFrame, root: Path, *,
-                   perturbations: Sequence[str] = ()) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def score_manifest(predictor: Predictor, df: pd.DataFrame, root: Path, *, perturbations: Sequence[str] = (),
+                   progress: bool = False) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Calibrated probabilities per crop (column `score`), clean and under each perturbation."""
+    from tqdm import tqdm
+
     from deepfake_detection.evaluate.robustness import PERTURBATIONS
 
     size = predictor.spec.input_size
     scores: list[np.ndarray] = []
     perturbed: dict[str, list[np.ndarray]] = {name: [] for name in perturbations}
     stored = df["crop_path"].tolist()
+    bar = tqdm(total=len(stored), unit="crop", desc="evaluate", disable=not progress, dynamic_ncols=True)
     for start in range(0, len(stored), 256):  # bounded memory: 256 crops at a time
         raw = [_read_rgb(root / p) for p in stored[start : start + 256]]
+        bar.update(len(raw))
         crops = [cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA) for r in raw]
         scores.append(predictor.probabilities(crops))
         for name in perturbations:  # degrade the stored crop, as a re-encoded upload would be
             degraded = [cv2.resize(PERTURBATIONS[name](r), (size, size), interpolation=cv2.INTER_AREA)
                         for r in raw]
             perturbed[name].append(predictor.probabilities(degraded))
+    bar.close()
     scored = df.copy()
     scored["score"] = np.concatenate(scores) if scores else np.zeros(0)
     return scored, {name: np.concatenate(v) for name, v in perturbed.items()}
@@ -72,7 +77,8 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
                    robustness: Sequence[str] = ROBUSTNESS_DEFAULT, n_boot: int = 1000,
                    mode: str = "product", frames: int = 16, video_frames: int = 32,
                    progress: bool = False) -> dict[str, Any]:
-    """Evaluate a model on a manifest's split (or all rows of a folder) and write the report."""
+    """Evaluate a model on a manifest's split (or all rows of a folder) and write the report;
+    `progress`: a progress bar on stderr while scoring."""
     if mode not in ("product", "crops"):
         raise DFDError(f"evaluation mode must be 'product' or 'crops', not {mode!r}")
     from deepfake_detection.data.manifest import read_manifest
@@ -84,7 +90,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     model_path, data_path, out_dir = Path(model), Path(data), Path(out)
     predictor = Predictor.load(model_path, batch_size=64)
     if data_path.is_dir():
-        df, root = _folder_frame(data_path, predictor), None
+        df, root = _folder_frame(data_path, predictor, progress=progress), None
     else:
         df, root = read_manifest(data_path), data_path.parent
         if split:
@@ -95,7 +101,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     perturbed: dict[str, np.ndarray] = {}
     path_scores = None
     if root is not None and mode == "crops":
-        df, perturbed = score_manifest(predictor, df, root, perturbations=robustness)
+        df, perturbed = score_manifest(predictor, df, root, perturbations=robustness, progress=progress)
     elif root is not None:
         path_scores = _score_product_path(predictor, df, data_path, robustness=robustness, frames=frames,
                                           video_frames=video_frames, progress=progress)
@@ -136,6 +142,7 @@ def _score_product_path(predictor: Predictor, df: pd.DataFrame, manifest: Path, 
     from tqdm import tqdm
 
     from deepfake_detection.evaluate.product_path import score_sources, source_padding
+
     bar = tqdm(total=int(df["source_id"].nunique()), unit="src", desc="evaluate", disable=not progress)
 
     def advance(done: int, total: int) -> None:
@@ -166,13 +173,17 @@ def _add_product_videos(results: dict[str, Any], scores: Any, threshold: float, 
     results["data"]["unreadable_sources"] = scores.errors
 
 
-def _folder_frame(folder: Path, predictor: Predictor) -> pd.DataFrame:
+def _folder_frame(folder: Path, predictor: Predictor, *, progress: bool = False) -> pd.DataFrame:
     """Score the images of a real/ + fake/ folder with the full pipeline (detect, crop, classify)."""
+    from tqdm import tqdm
+
     from deepfake_detection.data.layouts import iter_sources
 
     items = [s for s in iter_sources([folder]) if s.kind == "image"]
     rows = []
-    for item, result in zip(items, predictor.predict_many([s.path for s in items]), strict=True):
+    results = tqdm(predictor.predict_many([s.path for s in items]), total=len(items), unit="img",
+                   desc="evaluate", disable=not progress, dynamic_ncols=True)
+    for item, result in zip(items, results, strict=True):
         if result.fake_probability is None:
             continue  # no face or unreadable: counted by `dfd detect`, not scorable here
         rows.append({"source_id": item.source_id, "label": item.label, "method": item.method,

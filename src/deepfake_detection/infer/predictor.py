@@ -277,10 +277,11 @@ class Predictor:
                                  path=path)
 
     def predict_many(self, items: Iterable[InputItem | str], *, workers: int | None = None,
-                     prefetch: int = 8, video_frames: int | None = 32,
-                     video_stride: int | None = None) -> Iterator[ImageResult]:
+                     prefetch: int = 8, video_frames: int | None = 32, video_stride: int | None = None,
+                     video_progress: Callable[[str, int, int], None] | None = None) -> Iterator[ImageResult]:
         """Results in input order; decoding/detection of later items overlaps classification.
-        Videos get a VideoResult (`video_frames`/`video_stride` as in `predict_video`)."""
+        Videos get a VideoResult (`video_frames`/`video_stride` as in `predict_video`);
+        `video_progress(path, done, total)` is called after each sampled frame of a video."""
         workers = workers or available_cores()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-prepare") as pool:
             futures: deque[Future[Prepared]] = deque()
@@ -305,7 +306,10 @@ class Predictor:
                 if prepared.video:  # images before it first, then the video (it uses all cores)
                     yield from self.finish(pending)
                     pending, pending_faces = [], 0
-                    yield self.predict_video(str(prepared.path), frames=video_frames, stride=video_stride)
+                    path = str(prepared.path)
+                    report = None if video_progress is None else (
+                        lambda done, total, p=path: video_progress(p, done, total))
+                    yield self.predict_video(path, frames=video_frames, stride=video_stride, progress=report)
                     continue
                 pending.append(prepared)
                 pending_faces += max(len(prepared.faces), 1)
@@ -325,6 +329,8 @@ class Predictor:
 
 def item_error(item: InputItem) -> str | None:
     """The error record of an input that cannot be read at all (a missing file or glob)."""
+    if item.error is not None:
+        return item.error
     if item.missing:
         return "FileNotFoundError: no such file, folder or glob match"
     return None

@@ -1,4 +1,7 @@
-"""Output formats of `dfd detect`: table, JSONL, JSON, CSV. Files are written atomically."""
+"""Output formats of `dfd detect`: table, JSONL, JSON, CSV. Files are written atomically.
+
+Paths that are not valid UTF-8, control characters and spreadsheet formulas are written by the rules
+of io/paths.py: nothing is lost and nothing is injected into a terminal or a spreadsheet."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any, TextIO
 
 from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.atomic import atomic_open
+from deepfake_detection.io.paths import csv_cell, is_stdout, json_safe, terminal_text
 
 FORMATS = ("table", "jsonl", "json", "csv")
 CSV_FIELDS = ["path", "status", "fake_probability", "label", "threshold", "num_faces", "faces", "error",
@@ -19,11 +23,22 @@ CSV_FIELDS = ["path", "status", "fake_probability", "label", "threshold", "num_f
 
 @contextmanager
 def open_output(path: str | None) -> Iterator[TextIO]:
-    """stdout, or a temporary file renamed over `path` only when everything was written."""
-    if path is None:
-        yield sys.stdout
+    """stdout (None or `-`), or a temporary file renamed over `path` only when everything was written.
+    Undecodable bytes of file names are written as they are (only CSV leaves any: see io/paths.py)."""
+    if path is None or is_stdout(path):
+        stdout = sys.stdout
+        previous = getattr(stdout, "errors", None)
+        if previous is not None and hasattr(stdout, "reconfigure"):
+            stdout.reconfigure(errors="surrogateescape")
+        try:
+            yield stdout
+        finally:
+            stdout.flush()
+            if previous is not None and hasattr(stdout, "reconfigure"):
+                stdout.reconfigure(errors=previous)
         return
     with atomic_open(path, "w", newline="") as handle:
+        handle.reconfigure(errors="surrogateescape")  # type: ignore[attr-defined]
         yield handle
 
 
@@ -45,25 +60,27 @@ class ResultWriter:
     def write(self, result: ImageResult) -> None:
         data = result.to_dict()
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps(data, ensure_ascii=False) + "\n")
+            self.stream.write(json_safe(json.dumps(data, ensure_ascii=False)) + "\n")
         elif self.fmt == "json":
             self._json_items.append(data)
         elif self.fmt == "csv":
-            self._csv.writerow({
+            row = {
                 "path": data["path"], "status": data["status"], "fake_probability": data["fake_probability"],
                 "label": data["label"], "threshold": data["threshold"], "num_faces": len(data["faces"]),
                 "faces": json.dumps(data["faces"]), "error": data["error"], "model": data["model"]["name"],
                 "model_sha256": data["model"]["sha256"], "total_ms": data["timings_ms"].get("total"),
-            })
+            }
+            self._csv.writerow({key: csv_cell(value) for key, value in row.items()})
         else:
             prob = "" if result.fake_probability is None else f"{result.fake_probability:.3f}"
             detail = f"  ({result.error})" if result.error else ""
             label = result.label or "-"
-            row = f"{result.status:<8} {label:<5} {prob:>7} {len(result.faces):>5}  {result.path}{detail}"
-            self.stream.write(row + "\n")
+            line = (f"{result.status:<8} {label:<5} {prob:>7} {len(result.faces):>5}  "
+                    f"{terminal_text(result.path or '')}{terminal_text(detail)}")
+            self.stream.write(line + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         if self.fmt == "json":
-            json.dump(self._json_items, self.stream, ensure_ascii=False, indent=2)
+            self.stream.write(json_safe(json.dumps(self._json_items, ensure_ascii=False, indent=2)))
             self.stream.write("\n")

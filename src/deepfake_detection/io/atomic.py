@@ -15,8 +15,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
-__all__ = ["atomic_open", "atomic_path", "check_writable", "default_file_mode", "write_bytes_atomic",
-           "write_text_atomic"]
+__all__ = ["atomic_open", "atomic_path", "check_writable", "default_file_mode", "remove_stale_temporaries",
+           "write_bytes_atomic", "write_text_atomic"]
 
 StrPath = str | os.PathLike[str]
 
@@ -61,12 +61,46 @@ def default_file_mode() -> int:
 
 def new_temp_file(target: StrPath, *, suffix: str = ".tmp") -> Path:
     """An empty temporary file next to `target` (same filesystem, so os.replace is atomic); the parent
-    folder is created. Its mode is 0600 until `atomic_path` publishes it; the caller removes it on error."""
+    folder is created. Its mode is 0600 until `atomic_path` publishes it; the caller removes it on error.
+    Its name, `.<target name>.<pid>.<random><suffix>`, says which process writes it (for
+    `remove_stale_temporaries`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     return Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: StrPath) -> list[Path]:
+    """Remove the temporary files that killed runs (SIGKILL, a power cut) left next to `target`: those
+    whose writing process no longer runs on this machine. Returns what was removed."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for path in candidates:
+        pid_text = path.name[len(prefix):].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def check_writable(target: StrPath) -> None:
@@ -78,13 +112,22 @@ def check_writable(target: StrPath) -> None:
     target = Path(target)
     if target.is_dir():
         raise OutputError(f"cannot write {target}: it is a folder")
-    parent = target.parent.absolute()
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {target}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {target}: no permission to write in {parent}")
+    reason = unwritable_folder(target.parent)
+    if reason is not None:
+        raise OutputError(f"cannot write {target}: {reason}")
+
+
+def unwritable_folder(folder: StrPath) -> str | None:
+    """Why files cannot be created in `folder` (its nearest existing ancestor, for a folder still to be
+    made), or None when they can."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    return None
 
 
 def _fsync_path(path: Path) -> None:

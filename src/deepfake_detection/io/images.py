@@ -27,6 +27,7 @@ Decisions (kept here so callers need not read the code):
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -91,7 +92,13 @@ def _describe_other(head: bytes) -> str:
     if head.startswith(b"%PDF"):
         return "a PDF document"
     if head[4:8] == b"ftyp":
-        return "an MP4/MOV/HEIF container (use the video reader for videos)"
+        # The major brand and the compatible brands after it tell still images from videos.
+        brands = {head[i:i + 4] for i in range(8, min(len(head), 64) - 3, 4)}
+        if brands & {b"avif", b"avis"}:
+            return "an AVIF image (convert it to JPEG or PNG)"
+        if brands & {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}:
+            return "a HEIC/HEIF image (convert it to JPEG or PNG)"
+        return "an MP4/MOV video (score videos with dfd detect or Predictor.predict_video)"
     if head.startswith(b"\x1aE\xdf\xa3"):
         return "a Matroska/WebM video (use the video reader for videos)"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
@@ -151,8 +158,11 @@ def _from_path(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) ->
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
+        broken = os.path.islink(path)
+        raise ImageError(f"{name}: {'a broken symbolic link' if broken else 'no such file'}") from None
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError(f"{name}: a symbolic link loop (the link points back to itself)") from None
         raise ImageError(f"{name}: cannot access file ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(f"{name}: is a directory, not an image file")
@@ -178,9 +188,9 @@ def _read_head(fp: str | os.PathLike[str] | io.BytesIO) -> bytes:
     """First bytes of the input, only used on the error path to tell corrupt from unsupported."""
     try:
         if isinstance(fp, io.BytesIO):
-            return fp.getvalue()[:16]
+            return fp.getvalue()[:64]
         with open(fp, "rb") as f:
-            return f.read(16)
+            return f.read(64)
     except OSError:
         return b""
 

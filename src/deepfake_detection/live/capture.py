@@ -83,6 +83,18 @@ class Frame:
     stamp: float = 0.0  # time.perf_counter() when the capture thread started reading it (end-to-end latency)
 
 
+def _not_a_video_file(path: str) -> str:
+    """Why `path` cannot be read as a video file, in the user's terms."""
+    if Path(path).is_dir():
+        return (f"{path} is a folder: --source takes one video file, a webcam index or a stream URL "
+                f"(score the videos of a folder with dfd detect {path})")
+    if os.path.islink(path):
+        return f"{path}: a broken symbolic link or a link loop"
+    if os.path.exists(path):
+        return f"{path}: not a regular file"
+    return f"video file not found: {path}"
+
+
 class Capture:
     """Iterate frames from `source` ("0" or 0 = first webcam, a file, or a stream URL).
 
@@ -106,7 +118,7 @@ class Capture:
         # (a server that accepts connections but sends nothing must not be retried at full speed).
         self._delay, self._tries = backoff, 0
         if self.kind == "file" and not Path(str(self.source)).is_file():
-            raise SourceError(f"video file not found: {self.source}")
+            raise SourceError(_not_a_video_file(str(self.source)))
         self._cap = self._open()
         if self._cap is None:
             what = {"webcam": f"webcam {self.source}", "stream": f"stream {self.source}",

@@ -82,6 +82,11 @@ def resolve_model_file(path: Path, kind: str) -> tuple[Path, str]:
     and is not older than the weights (a stale export would silently give old answers)."""
     onnx_path, st_path = siblings(path)
     suffix = path.suffix.lower()
+    model_suffix = suffix in (ONNX_SUFFIX, WEIGHTS_SUFFIX)
+    if not model_suffix and path.is_file():  # `--model photo.jpg`: say so, not "photo.jpg.onnx not found"
+        raise ModelError(f"{path} is not a model file: models are .onnx or .safetensors files")
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder: name a model file (.onnx or .safetensors)")
     if kind == "onnx" or (kind == "auto" and suffix == ONNX_SUFFIX):
         chosen = onnx_path
     elif kind == "torch":
@@ -96,6 +101,6 @@ def resolve_model_file(path: Path, kind: str) -> tuple[Path, str]:
     else:
         raise ModelError(f"backend kind must be 'auto', 'onnx' or 'torch', not {kind!r}")
     if not chosen.is_file():
-        tried = chosen if kind != "auto" or suffix else f"{onnx_path} or {st_path}"
+        tried = chosen if kind != "auto" or model_suffix else f"{onnx_path} or {st_path}"
         raise ModelError(f"model file not found: {tried}")
     return chosen, "onnx" if chosen.suffix == ONNX_SUFFIX else "torch"

@@ -100,26 +100,36 @@ def _uri_objects(uri: str) -> list[str]:
     return [uri.rstrip("/") + p[len(base):] for p in found if p.startswith(base)]
 
 
-def list_inputs(sources: Sequence[str], *, allow_outside_listing: bool = False) -> list[InputItem]:
+def list_inputs(sources: Sequence[str], *, allow_outside_listing: bool = False,
+                skipped_videos: list[str] | None = None) -> list[InputItem]:
     """Every input once, in the order given (folders sorted, as `dfd detect`). A listing's local
-    entries must lie inside its folder unless `allow_outside_listing`."""
+    entries must lie inside its folder unless `allow_outside_listing`. Video files found in folders,
+    globs and prefixes are left out (scan scores images) and appended to `skipped_videos`; a video
+    named explicitly, or in a listing, stays an input (its row says to use `dfd detect`)."""
     seen: set[str] = set()
     items: list[InputItem] = []
 
-    def add(found: Iterable[InputItem]) -> None:
+    def add(found: Iterable[InputItem], *, named: bool = False) -> None:
         for item in found:
             key = item.path if is_uri(item.path) else os.path.abspath(item.path)
-            if key not in seen:
-                seen.add(key)
-                items.append(item)
+            if key in seen:
+                continue
+            seen.add(key)
+            if not named and item.error is None and item.is_video:
+                if skipped_videos is not None:
+                    skipped_videos.append(item.path)
+                continue
+            items.append(item)
 
     for source in sources:
         if is_uri(source):
-            add(InputItem(p) for p in _uri_objects(source))
+            add((InputItem(p) for p in _uri_objects(source)), named=not source.endswith("/")
+                and Path(source).suffix.lower() in VIDEO_EXTENSIONS)
         elif Path(source).suffix.lower() in LISTING_SUFFIXES and os.path.isfile(source):
-            add(InputItem(p) for p in _listing_paths(Path(source), allow_outside=allow_outside_listing))
+            add((InputItem(p) for p in _listing_paths(Path(source), allow_outside=allow_outside_listing)),
+                named=True)
         else:
-            add(expand_inputs([source]))
+            add(expand_inputs([source]), named=os.path.isfile(source))
     return items
 
 

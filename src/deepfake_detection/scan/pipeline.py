@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_detection.errors import DFDError
-from deepfake_detection.io.atomic import atomic_path
+from deepfake_detection.errors import DFDError, OutputError
+from deepfake_detection.io.atomic import atomic_path, check_writable, remove_stale_temporaries
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS
+from deepfake_detection.io.paths import is_stdout
 from deepfake_detection.scan.inputs import list_inputs
-from deepfake_detection.scan.schema import RESULT_SCHEMA
+from deepfake_detection.scan.schema import RESULT_SCHEMA, input_table
 from deepfake_detection.scan.stages import Classifier, detect_batch
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ScanSummary:
     fakes: int = 0
     scored: int = 0  # images with a fake probability (ok, and no_face with whole-image models)
     seconds: float = 0.0
+    skipped_videos: int = 0  # video files found in folders, globs and prefixes: not scanned
 
     @property
     def fake_rate(self) -> float | None:
@@ -83,8 +85,10 @@ class ScanSummary:
     def format(self) -> str:
         by_status = ", ".join(f"{k} {self.counts[k]}" for k in ("ok", "no_face", "error") if self.counts[k])
         rate = "n/a" if self.fake_rate is None else f"{self.fake_rate:.1%} of {self.scored} scored"
+        skipped = (f"\n{self.skipped_videos} videos skipped (dfd scan scores images; score videos with "
+                   "dfd detect)") if self.skipped_videos else ""
         return (f"{self.total} images ({by_status}); fake rate {rate}; {self.seconds:.1f} s, "
-                f"{self.images_per_second:.1f} images/s\nresults: {self.output}")
+                f"{self.images_per_second:.1f} images/s{skipped}\nresults: {self.output}")
 
 
 def _model_file(config: ScanConfig) -> str:
@@ -183,22 +187,26 @@ def scan(sources: list[str], output: str | os.PathLike[str], config: ScanConfig 
          classifier: type[Classifier] = Classifier) -> ScanSummary:
     """Score every image in `sources` on Ray; write `output` (Parquet) and return the summary.
     `classifier` may be a subclass of stages.Classifier (to post-process rows, or in tests)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
     from deepfake_detection.raycluster import import_ray, ray_session
 
     config = config or ScanConfig()
+    if is_stdout(output):
+        raise OutputError("dfd scan writes a Parquet file: name one with --output FILE")
+    check_writable(output)  # before any work: a bad output path must not cost a scan
+    for stale in remove_stale_temporaries(output):  # left by a scan that was killed
+        log.info("removed %s, the temporary file of a scan that did not finish", stale)
     import_ray()  # the missing extra is reported before any listing work
-    items = list_inputs(sources, allow_outside_listing=config.allow_outside_listing)
+    skipped: list[str] = []
+    items = list_inputs(sources, allow_outside_listing=config.allow_outside_listing, skipped_videos=skipped)
+    summary = ScanSummary(output=str(output), skipped_videos=len(skipped))
     if not items:
-        raise DFDError("no image found in the given sources")
+        more = f" ({len(skipped)} videos skipped: score videos with dfd detect)" if skipped else ""
+        raise DFDError(f"no image found in the given sources{more}")
     model_path = _model_file(config)
-    inputs = pa.table({"id": pa.array(range(len(items)), pa.int64()),
-                       "path": pa.array([i.path for i in items], pa.string()),
-                       "missing": pa.array([i.missing for i in items], pa.bool_())})
-    summary = ScanSummary(output=str(output))
+    inputs = input_table(items)
     with ray_session(config.ray_address) as ray, _quiet_ray_data():
         from deepfake_detection.models.paths import weights_for
 

@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from deepfake_detection.infer.results import ImageResult
+from deepfake_detection.io.paths import display_path, path_bytes
+from deepfake_detection.io.sources import InputItem
 
 TIMING_KEYS = ("decode", "detect", "crop", "classify", "total")
 MODEL_KEYS = ("name", "arch", "sha256", "backend")
@@ -28,7 +30,8 @@ FACE_TYPE = pa.struct([
 ])
 RESULT_SCHEMA = pa.schema([
     ("id", pa.int64()),
-    ("path", pa.string()),
+    ("path", pa.string()),  # a name that is not UTF-8 shows its odd bytes as \xNN here ...
+    ("path_bytes", pa.binary()),  # ... and holds them exactly here (null for every other name)
     ("status", pa.string()),
     ("fake_probability", pa.float64()),
     ("label", pa.string()),
@@ -41,8 +44,36 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
+INPUT_SCHEMA = pa.schema([("id", pa.int64()), ("path", pa.binary()), ("missing", pa.bool_()),
+                          ("error", pa.string())])
+
+
+def input_table(items: Sequence[InputItem]) -> pa.Table:
+    """The scan's inputs; paths travel as their bytes, so names that are not UTF-8 arrive intact."""
+    return pa.table({"id": pa.array(range(len(items)), pa.int64()),
+                     "path": pa.array([os.fsencode(i.path) for i in items], pa.binary()),
+                     "missing": pa.array([i.missing for i in items], pa.bool_()),
+                     "error": pa.array([display_path(i.error) if i.error else None for i in items],
+                                       pa.string())}, schema=INPUT_SCHEMA)
+
+
+def input_item(row: dict[str, Any]) -> InputItem:
+    return InputItem(os.fsdecode(row["path"]), bool(row["missing"]), row.get("error"))
+
+
+def _row(item_id: int, result: ImageResult) -> dict[str, Any]:
+    data = {"id": int(item_id), **result.to_dict()}
+    path = data["path"]
+    data["path_bytes"] = None if path is None else path_bytes(path)
+    if path is not None:
+        data["path"] = display_path(path)
+    if data["error"]:
+        data["error"] = display_path(data["error"])
+    return data
+
+
 def results_table(ids: Sequence[int], results: Sequence[ImageResult]) -> pa.Table:
-    rows = [{"id": int(i), **r.to_dict()} for i, r in zip(ids, results, strict=True)]
+    rows = [_row(i, r) for i, r in zip(ids, results, strict=True)]
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
 
@@ -53,4 +84,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = pq.read_table(path).sort_by("id").to_pylist()
     for row in rows:
         row["timings_ms"] = {k: v for k, v in row["timings_ms"].items() if v is not None}
+        raw = row.pop("path_bytes", None)
+        if raw is not None:  # the name as the file system has it (surrogate escapes, as os.listdir)
+            row["path"] = os.fsdecode(raw)
     return rows

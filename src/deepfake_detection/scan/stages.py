@@ -12,6 +12,7 @@ with `Predictor.finish`.
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from typing import Any
 
@@ -24,16 +25,17 @@ from deepfake_detection.infer.predictor import Predictor, Prepared, item_error
 from deepfake_detection.io.images import DEFAULT_MAX_BYTES
 from deepfake_detection.io.sources import InputItem
 from deepfake_detection.scan.inputs import is_uri, read_uri
-from deepfake_detection.scan.schema import results_table
+from deepfake_detection.scan.schema import input_item, results_table
 
 PREPARED_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("path", pa.string()), ("error", pa.string()),
+    ("id", pa.int64()), ("path", pa.binary()), ("error", pa.binary()),  # bytes: names need not be UTF-8
     ("width", pa.int64()), ("height", pa.int64()),
     ("timings", pa.string()),  # JSON {stage: ms}
     ("faces", pa.string()),  # JSON [[box(4), score, landmarks(5x2) | null], ...]
     ("crops", pa.binary()),  # (n, S, S, 3) uint8: the faces' crops, or the whole image when no face
     ("n_crops", pa.int64()),
 ])
+
 
 @cache
 def _detect_predictor(model: str, backend: str, detector: str, max_pixels: int) -> Predictor:
@@ -49,7 +51,8 @@ def encode_prepared(item_id: int, p: Prepared) -> dict[str, Any]:
     crops = p.crops
     faces = [[[float(v) for v in f.box], float(f.score),
               None if f.landmarks is None else f.landmarks.tolist()] for f in p.faces]
-    return {"id": item_id, "path": p.path, "error": p.error,
+    return {"id": item_id, "path": None if p.path is None else os.fsencode(p.path),
+            "error": None if p.error is None else os.fsencode(p.error),
             "width": None if p.image_size is None else p.image_size[0],
             "height": None if p.image_size is None else p.image_size[1],
             "timings": json.dumps(p.timings_ms), "faces": json.dumps(faces),
@@ -61,8 +64,9 @@ def decode_prepared(row: dict[str, Any], size: int) -> Prepared:
              for box, score, lm in json.loads(row["faces"])]
     crops = list(np.frombuffer(row["crops"], np.uint8).reshape(row["n_crops"], size, size, 3))
     size_wh = None if row["width"] is None else (int(row["width"]), int(row["height"]))
-    return Prepared(row["path"], faces=faces, crops=crops, image_size=size_wh,
-                    timings_ms=json.loads(row["timings"]), error=row["error"])
+    return Prepared(None if row["path"] is None else os.fsdecode(row["path"]), faces=faces, crops=crops,
+                    image_size=size_wh, timings_ms=json.loads(row["timings"]),
+                    error=None if row["error"] is None else os.fsdecode(row["error"]))
 
 
 def prepare_input(item: InputItem, predictor: Predictor) -> Prepared:
@@ -84,7 +88,7 @@ def prepare_input(item: InputItem, predictor: Predictor) -> Prepared:
 def detect_batch(batch: pa.Table, *, model: str, backend: str, detector: str, max_pixels: int) -> pa.Table:
     """Stage 1 (a Ray task per block): inputs (id, path, missing) -> prepared images."""
     predictor = _detect_predictor(model, backend, detector, max_pixels)
-    rows = [encode_prepared(r["id"], prepare_input(InputItem(r["path"], r["missing"]), predictor))
+    rows = [encode_prepared(r["id"], prepare_input(input_item(r), predictor))
             for r in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
 

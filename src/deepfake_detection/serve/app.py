@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -34,7 +35,9 @@ from deepfake_detection.infer.results import ImageResult
 from deepfake_detection.io.images import VIDEO_EXTENSIONS, load_image
 from deepfake_detection.io.video import sample_frames, video_info
 from deepfake_detection.serve.apidocs import add_offline_docs
+from deepfake_detection.serve.connections import AdmissionMiddleware
 from deepfake_detection.serve.explain import Explainer, GradCam, OcclusionMap, explain
+from deepfake_detection.serve.hosts import HostCheckMiddleware, allowed_hosts
 from deepfake_detection.serve.jobs import JobStore
 from deepfake_detection.serve.limits import (
     API_KEY_HEADER,
@@ -55,6 +58,8 @@ from deepfake_detection.serve.workers import PoolFull, WorkerPool
 log = logging.getLogger(__name__)
 STATIC = files("deepfake_detection.serve") / "static"
 RECENT = 50  # detections kept for the dashboard
+SPARE_REQUESTS = 64  # admitted beyond workers + queues: pages, job polls, refusals answered by the app
+MAX_STREAMS, STREAMS_PER_CLIENT = 64, 4  # live streams in all, and per client address
 STREAM_PROTOCOL, STREAM_KEY_PREFIX = "dfd", "dfd-key."
 
 
@@ -85,7 +90,10 @@ class Service:
         self.limiter = RateLimiter(settings.rate_limit)
         self.predictor = predictor  # injected (tests) or loaded at start-up
         self.cam: Explainer | None = None
+        self.cam_weights: Path | None = None  # Grad-CAM's, loaded into `cam` by the first request asking
         self.cam_reason = "explanations are off (--no-explain)"
+        self._cam_lock = threading.Lock()
+        self.hosts = allowed_hosts(settings.allowed_hosts, settings.host)
         self.pool = WorkerPool(settings.workers, settings.queue)
         self.video_pool = WorkerPool(1, settings.video_queue, name="dfd-video")
         self.jobs: JobStore | None = None
@@ -104,28 +112,58 @@ class Service:
         info = self.predictor.model_info  # hashes the model file now, not during a request
         self.metrics.model.labels(info["name"], info["arch"], info["sha256"], info["backend"]).set(1)
         if s.explain:
-            self._load_cam(self.predictor)
+            self._choose_explainer(self.predictor)
         self.jobs = JobStore(s.jobs_dir, s.job_ttl)
 
-    def _load_cam(self, predictor: Predictor) -> None:
+    def _choose_explainer(self, predictor: Predictor) -> None:
         """Grad-CAM when the model's PyTorch weights and PyTorch are there (one backward pass a face),
-        else occlusion maps with the served model itself (no PyTorch; ~170 crops scored a face)."""
+        loaded by the first request that asks for an explanation, so a service nobody asks for one
+        stays small (PyTorch and the weights: about 800 MiB); else occlusion maps with the served model
+        itself (no PyTorch; ~170 crops scored a face), ready at once."""
+        import importlib.util
+
         from deepfake_detection.infer.bundled import default_model_path
-        from deepfake_detection.models.paths import verify_checksum, weights_for
+        from deepfake_detection.models.paths import weights_for
 
         model_path = self.settings.model or default_model_path()
         weights = weights_for(Path(model_path))
-        try:
-            import torch  # noqa: F401
-        except ImportError:  # the slim install: inference runs without PyTorch
-            weights = None
-        if weights is None:
+        try:  # whether PyTorch is installed, without importing it (that is what loading lazily saves)
+            has_torch = importlib.util.find_spec("torch") is not None
+        except ValueError:  # sys.modules["torch"] is None: made unimportable on purpose
+            has_torch = False
+        if weights is None or not has_torch:  # the slim install: inference runs without PyTorch
             log.info("explanations: occlusion maps (Grad-CAM needs PyTorch weights and the 'train' extra)")
             self.cam = OcclusionMap(predictor)
             return
-        if self.settings.model is None:
-            verify_checksum(weights, required=True)
-        self.cam = GradCam.from_file(weights)
+        self.cam_weights = weights
+
+    @property
+    def explain_available(self) -> bool:
+        return self.cam is not None or self.cam_weights is not None
+
+    @property
+    def explain_method(self) -> str | None:
+        if self.cam is not None:
+            return self.cam.method
+        return GradCam.method if self.cam_weights is not None else None
+
+    def explainer(self) -> Explainer:
+        """The explanation method; Grad-CAM is loaded here on first use (on a worker thread, once)."""
+        with self._cam_lock:
+            if self.cam is None:
+                from deepfake_detection.models.paths import verify_checksum
+
+                if self.cam_weights is None:
+                    raise HTTPException(422, self.cam_reason)
+                try:
+                    if self.settings.model is None:
+                        verify_checksum(self.cam_weights, required=True)
+                    self.cam = GradCam.from_file(self.cam_weights)
+                except (DFDError, ImportError) as exc:  # bad weights, a broken PyTorch: the served model
+                    log.error("Grad-CAM unavailable (%s); explanations use occlusion maps", exc)
+                    self.cam = OcclusionMap(self.need()[0])
+                self.cam_weights = None
+            return self.cam
 
     def close(self) -> None:
         self.pool.shutdown()
@@ -163,8 +201,8 @@ class Service:
         image = load_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_upload_bytes)
         result = predictor.predict(image, path=name)  # thread-safe: the predictor picks the detector
         out = result.to_dict()
-        if with_explanation and self.cam is not None and result.faces:
-            out["explanations"] = explain(self.cam, image, result)
+        if with_explanation and result.faces:
+            out["explanations"] = explain(self.explainer(), image, result)
         self._record(result, source, start)
         return out
 
@@ -263,7 +301,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
     ) -> dict[str, Any]:
         """One image -> its result (the fields of `dfd detect --format jsonl`), faces with boxes."""
         check_media_type(file.content_type, IMAGE_TYPES, "an image")
-        if explain_faces and service.cam is None:
+        if explain_faces and not service.explain_available:
             raise HTTPException(422, service.cam_reason)
         name = file.filename or "upload"
         try:
@@ -353,8 +391,7 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         if not service.ready or service.predictor is None:
             return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"status": "ready", "model": service.predictor.model_info,
-                             "explain": service.cam is not None,
-                             "explain_method": None if service.cam is None else service.cam.method})
+                             "explain": service.explain_available, "explain_method": service.explain_method})
 
     @app.get("/metrics", tags=["monitoring"])
     async def metrics() -> Response:
@@ -378,12 +415,16 @@ def create_app(settings: ServeSettings | None = None, *, predictor: Predictor | 
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    # Outermost last: metrics see every response, the body limit runs before any parsing.
+    # Outermost last: metrics see every response (refusals included), the Host check runs first, the
+    # admission limit before any upload is read, the body limit before any parsing.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(GuardMiddleware, api_key=settings.api_key_text, limiter=service.limiter)
     if settings.cors:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"],
                            allow_headers=[API_KEY_HEADER, "Content-Type"])
+    app.add_middleware(AdmissionMiddleware, capacity=settings.workers + settings.queue + settings.video_queue
+                       + SPARE_REQUESTS, streams=MAX_STREAMS, streams_per_client=STREAMS_PER_CLIENT)
+    app.add_middleware(HostCheckMiddleware, allowed=service.hosts)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, router_app=app)
     return app
 
@@ -410,9 +451,11 @@ async def _stream(ws: WebSocket, service: Service) -> None:
         (p.removeprefix(STREAM_KEY_PREFIX) for p in offered if p.startswith(STREAM_KEY_PREFIX)), None)
     try:
         service.limiter.check(client_host(ws.scope))  # first: wrong keys use up tokens too
-        check_origin(ws.headers.get("origin"), ws.headers.get("host"), settings.cors)
+        check_origin(ws.headers.get("origin"), ws.headers.get("host"), settings.cors, service.hosts)
         check_api_key(settings.api_key_text, key)
     except HTTPException as exc:
+        # Accepted, then closed with 1008 and the reason (closing before accepting is a bare HTTP 403).
+        await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
         await ws.close(code=1008, reason=str(exc.detail)[:120])
         return
     await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
@@ -425,7 +468,12 @@ async def _stream(ws: WebSocket, service: Service) -> None:
         nonlocal pending, closed, received, dropped
         try:
             while True:
-                message = await ws.receive()
+                try:  # a stream that sends nothing holds a connection for nothing
+                    message = await asyncio.wait_for(ws.receive(), settings.stream_idle_timeout)
+                except TimeoutError:
+                    service.metrics.connections_closed.labels("stream_idle").inc()
+                    await ws.close(code=1001, reason=f"no frame for {settings.stream_idle_timeout:g} s")
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")

@@ -30,8 +30,16 @@ class JobStore:
     def __init__(self, folder: Path, ttl: float) -> None:
         self.folder = Path(folder)
         self.uploads = self.folder / "uploads"
-        self.uploads.mkdir(parents=True, exist_ok=True)
         self.ttl = ttl
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:  # an unwritable --jobs-dir: one line, not a traceback
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise DFDError(f"cannot use the jobs folder {self.folder}: {reason}; choose a writable one with "
+                           "--jobs-dir DIR (or DFD_JOBS_DIR)") from None
+
+    def _open(self) -> None:
+        self.uploads.mkdir(parents=True, exist_ok=True)
         # Start-up fails the jobs of a previous process and deletes its uploads (below): that is only
         # right when no other service uses this folder, so one service holds it at a time. The lock
         # goes with the process, however it ends.

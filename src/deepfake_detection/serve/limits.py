@@ -110,18 +110,37 @@ def client_host(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-def check_origin(origin: str | None, host: str | None, allowed: list[str]) -> None:
+def check_origin(origin: str | None, host: str | None, allowed: list[str],
+                 hosts: frozenset[str] = frozenset({"*"})) -> None:
     """403 for a browser page from another site opening the stream (browsers always send Origin on
     WebSockets, and CORS does not apply to them): only this service's own pages and the configured
-    CORS origins may. Clients that send no Origin (scripts, other services) are not browsers: allowed."""
+    CORS origins may. The page's own origin must match Host *and* name an allowed host (`hosts`): a
+    rebound name matches its Host, so Host alone proves nothing. Clients that send no Origin (scripts,
+    other services) are not browsers: allowed."""
+    from deepfake_detection.serve.hosts import host_allowed
+
     if origin is None:
         return
     if origin in allowed or "*" in allowed:
         return
     netloc = origin.split("://", 1)[-1].rstrip("/")
-    if host is not None and netloc.lower() == host.lower():
+    if host is not None and netloc.lower() == host.lower() and host_allowed(netloc, hosts):
         return
     raise HTTPException(403, f"origin {origin[:80]} may not open the stream (configure it with --cors)")
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, exc: HTTPException, *, code: int = 1008) -> None:
+    """Refuse before the app runs: an HTTP request gets the JSON error; a WebSocket is accepted and
+    closed at once with `code` (1008, policy violation, by default) and the reason, as docs/serve.md
+    states (closing before accepting makes the server answer the handshake with a bare HTTP 403)."""
+    if scope["type"] == "http":
+        await send_error(send, exc)
+        return
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code, "reason": str(exc.detail)[:120]})
 
 
 def check_api_key(configured: str | None, given: str | None) -> None:

@@ -51,6 +51,10 @@ class Metrics:
         self.stream_dropped = Counter("dfd_stream_frames_dropped", "live frames replaced by newer ones",
                                       registry=r)
         self.jobs = Gauge("dfd_video_jobs", "video jobs by state", ["state"], registry=r)
+        self.connections_closed = Counter(
+            "dfd_connections_closed", "connections the service closed or refused itself, by reason: "
+            "header_timeout, body_timeout, stream_idle, evicted, client_limit (429), total_limit (503)",
+            ["reason"], registry=r)
         self.model = Gauge("dfd_model_info", "the loaded model (value 1)",
                            ["name", "arch", "sha256", "backend"], registry=r)
         self._recent_labels: deque[bool] = deque(maxlen=_FAKE_WINDOW)

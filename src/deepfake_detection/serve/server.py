@@ -12,7 +12,6 @@ from typing import Any
 
 from deepfake_detection.serve.settings import ServeSettings
 
-SPARE_CONNECTIONS = 64  # beyond the admitted requests: health checks, pages, metrics, live streams
 STREAM_FRAME_BYTES = 4 * 1024 * 1024  # a webcam JPEG is ~50 KB; the only WebSocket messages we take
 
 
@@ -20,18 +19,24 @@ def uvicorn_config(settings: ServeSettings, **overrides: Any) -> Any:
     import uvicorn
 
     from deepfake_detection.serve.app import create_app
+    from deepfake_detection.serve.connections import ConnectionGuard, guarded_protocol
 
+    app = create_app(settings)
+    metrics = app.state.service.metrics
+    guard = ConnectionGuard(per_client=settings.max_client_connections, total=settings.max_connections,
+                            header_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
+                            on_close=lambda reason: metrics.connections_closed.labels(reason).inc())
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "log_level": "info",
-        # Connections beyond this get a 503 from uvicorn before any body is read: memory stays flat.
-        # uvicorn counts open connections, idle keep-alive ones and live streams too (see docs/serve.md).
-        "limit_concurrency": settings.workers + settings.queue + settings.video_queue + SPARE_CONNECTIONS,
+        # No limit_concurrency: its 503s hit /healthz too and never reached /metrics. The app admits
+        # requests itself (AdmissionMiddleware) and the protocol caps connections (serve/connections.py).
+        "http": guarded_protocol(guard),
         "ws_max_size": min(settings.max_upload_bytes, STREAM_FRAME_BYTES),
         "timeout_graceful_shutdown": 10,
         "server_header": False,
     }
     options.update(overrides)
-    return uvicorn.Config(create_app(settings), **options)
+    return uvicorn.Config(app, **options)
 
 
 class _NoTraceForUserErrors(logging.Filter):
@@ -56,6 +61,9 @@ def run(settings: ServeSettings) -> int:
     logging.getLogger("uvicorn.error").addFilter(hide)
     try:
         server.run()
+    except SystemExit:  # uvicorn exits (code 3) when start-up failed; the reason was logged in one line
+        if not config.app.state.service.startup_error:
+            raise
     finally:
         logging.getLogger("uvicorn.error").removeFilter(hide)
     return 0 if server.started else 1

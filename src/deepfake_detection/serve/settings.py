@@ -41,7 +41,13 @@ class ServeSettings(BaseSettings):
     jobs_dir: Path = Field(default_factory=default_jobs_dir)
     video_frames: int = Field(default=32, ge=1, le=1024)
     video_queue: int = Field(default=4, ge=0)  # video jobs waiting beyond the one running; beyond it: 503
-    explain: bool = True  # load the PyTorch weights for Grad-CAM when they exist
+    explain: bool = True  # Grad-CAM on request, from the PyTorch weights (loaded on the first request)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # beside loopback; "*": any
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds for a request's headers to arrive
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds an upload may pause
+    stream_idle_timeout: float = Field(default=60.0, gt=0)  # seconds a live stream may send nothing
+    max_client_connections: int = Field(default=32, ge=1)  # open connections per client address
+    max_connections: int = Field(default=1024, ge=1)  # open connections in all
 
     @field_validator("rate_limit", mode="before")
     @classmethod
@@ -58,10 +64,10 @@ class ServeSettings(BaseSettings):
             raise ValueError(f"rate limit must look like 120/min, 2/s or 7200/h, not {value!r}")
         return int(count) / per[unit]
 
-    @field_validator("cors", mode="before")
+    @field_validator("cors", "allowed_hosts", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:
-        """DFD_CORS is a comma- or space-separated list of origins ("*" for any)."""
+        """DFD_CORS and DFD_ALLOWED_HOSTS are comma- or space-separated lists ("*" for any)."""
         if isinstance(value, str):
             return [v for v in value.replace(",", " ").split() if v]
         return value

@@ -156,6 +156,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
+        except UnicodeDecodeError:  # an image or a binary file given as the config
+            raise ConfigError(f"{path}: not a text (YAML) file") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(data, dict):
