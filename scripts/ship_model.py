@@ -1,0 +1,57 @@
+"""Copy a trained run into the bundled default model (src/deepfake_detection/bundled/default.*).
+
+The run's best weights keep their spec (crop protocol, temperature and threshold fitted on the
+validation split through the product path) and get the release name; the ONNX file is exported
+again from them (ONNX Runtime parity checked), the sha256 sidecars are written, and the run's
+training config and summary are copied beside them. The evaluation figures go into the model card
+by hand, with the commands that reproduce them.
+
+    .venv/bin/python scripts/ship_model.py work/v2_fold0 --name dfd-default-v2 --evaluation work/eval_v2_fold0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from deepfake_detection.export.onnx import check_parity, export_onnx
+from deepfake_detection.infer.bundled import BUNDLED_DIR
+from deepfake_detection.models.files import load_model_file, save_model
+from deepfake_detection.models.paths import write_checksum
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="a `dfd train` output folder (model.safetensors, ...)")
+    parser.add_argument("--name", required=True, help="release name stored in the spec")
+    parser.add_argument("--evaluation", type=Path, required=True,
+                        help="the `dfd evaluate` folder of the run's model on its held-out test split")
+    parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
+    args = parser.parse_args()
+    model, spec = load_model_file(args.run / "model.safetensors")
+    spec = replace(spec, name=args.name)
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights = save_model(model.eval(), spec, args.out / "default.safetensors")
+    onnx_path = export_onnx(model, spec, args.out / "default.onnx")
+    parity = check_parity(model, onnx_path)
+    for path in (weights, onnx_path):
+        write_checksum(path)
+    shutil.copyfile(args.run / "config.yaml", args.out / "default.train_config.yaml")
+    summary = json.loads((args.run / "summary.json").read_text())
+    summary.update({"name": args.name, "onnx_parity_max_abs": parity})
+    evaluation = json.loads((args.evaluation / "metrics.json").read_text())
+    if abs(evaluation["threshold"] - spec.threshold) > 1e-9:
+        raise SystemExit(f"{args.evaluation} evaluated another model (threshold {evaluation['threshold']})")
+    metrics = {"training": summary, "test_evaluation": evaluation}
+    (args.out / "default.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"{args.name}: {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB), "
+          f"{weights} ({weights.stat().st_size / 2**20:.1f} MiB), threshold {spec.threshold:.4f}, "
+          f"T {spec.temperature:.3f}, crop {spec.crop}, parity {parity:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
