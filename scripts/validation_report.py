@@ -32,19 +32,21 @@ DEGRADATIONS = (("jpeg50", "JPEG 50"), ("blur1", "blur sigma 1"), ("down0.5", "d
 def cluster_bootstrap(df: pd.DataFrame, stat: Stat, by: str, n: int = 1000, seed: int = 0
                       ) -> tuple[float, float, float]:
     """(value, low, high): the statistic and its 95% percentile interval, resampling whole `by` groups
-    (frames of one video are not independent). Resamples where the statistic is undefined are skipped."""
+    (frames of one person are not independent). Resamples where the statistic is undefined are skipped."""
     rng = np.random.default_rng(seed)
-    groups = [g for _, g in df.groupby(by, sort=True)]
+    df = df.reset_index(drop=True)
+    members = list(df.groupby(by, sort=True).indices.values())
     values = []
     for _ in range(n):
-        sample = pd.concat([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        picked = rng.integers(0, len(members), len(members))
+        sample = df.take(np.concatenate([members[i] for i in picked]))
         try:
             v = stat(sample)
         except ValueError:  # a resample that lost a class
             continue
-        if np.isfinite(v):
+        if v is not None and np.isfinite(v):
             values.append(v)
-    low, high = np.quantile(values, [0.025, 0.975])
+    low, high = np.quantile(values, [0.025, 0.975]) if values else (np.nan, np.nan)
     return stat(df), float(low), float(high)
 
 

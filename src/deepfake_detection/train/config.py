@@ -45,6 +45,10 @@ class DataConfig(_Strict):
     blend: BlendConfig = Field(default_factory=BlendConfig)  # the self-blending recipe (data/blend.py)
     use_fakes: bool = True  # false: real-only SBI training (SBI paper); validation keeps its fakes
     class_balance: bool = False  # sample so each manifest label is half of every epoch
+    # Every dataset half real, half fake, so no source (FF++ YouTube frames vs web photos) stands for a
+    # label: datasets with fakes repeat their minority class and keep their reals unblended; datasets
+    # without fakes (real photo pools) get theirs from self-blending (sbi_ratio).
+    balance_datasets: bool = False
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
     num_workers: int = Field(default=2, ge=0)

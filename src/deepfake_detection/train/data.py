@@ -198,6 +198,23 @@ def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, se
     return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
 
 
+def dataset_balanced_order(labels: np.ndarray, datasets: Sequence[str], seed: int, epoch: int) -> np.ndarray:
+    """Per dataset holding both classes, as many reals as fakes (the minority repeated, fresh
+    permutations); real-only or fake-only datasets once each; all shuffled together."""
+    rng = _rng(seed, epoch, 4)
+    names = np.asarray(datasets)
+    parts = []
+    for name in sorted(set(datasets)):
+        rows = np.flatnonzero(names == name)
+        reals, fakes = rows[labels[rows] == 0], rows[labels[rows] == 1]
+        if len(reals) and len(fakes):
+            n = max(len(reals), len(fakes))
+            parts += [_cycle(reals, n, rng), _cycle(fakes, n, rng)]
+        else:
+            parts.append(rows)
+    return rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class OrderSpec:
     """How an epoch's global order is drawn."""
@@ -207,8 +224,23 @@ class OrderSpec:
     seed: int
     class_balance: bool = False
     pair_sources: bool = False
+    datasets: Sequence[str] | None = None  # given: every dataset half real, half fake (balance_datasets)
+
+    def length(self) -> int:
+        """Rows per epoch: every row once, except with dataset balance (minority classes repeated)."""
+        if self.datasets is None:
+            return len(self.labels)
+        names = np.asarray(self.datasets)
+        total = 0
+        for name in set(self.datasets):
+            lab = self.labels[names == name]
+            reals, fakes = int((lab == 0).sum()), int((lab == 1).sum())
+            total += 2 * max(reals, fakes) if reals and fakes else reals + fakes
+        return total
 
     def order(self, epoch: int, micro_batch: int) -> np.ndarray:
+        if self.datasets is not None:
+            return dataset_balanced_order(self.labels, self.datasets, self.seed, epoch)
         if self.pair_sources:
             return paired_order(self.labels, self.groups, micro_batch, self.seed, epoch)
         if self.class_balance:
@@ -241,7 +273,7 @@ class ShardedBatchSampler(Sampler[list[Key]]):
         return np.resize(order, n)  # np.resize wraps around
 
     def __len__(self) -> int:
-        n = len(self.spec.labels)  # every order holds each row once, or n draws (balanced)
+        n = self.spec.length()  # every order holds each row once, or n draws (balanced)
         return -(-n // self.step_size) * self.step_size // (self.batch_size * self.world_size)
 
     def __iter__(self) -> Iterator[list[Key]]:

@@ -55,6 +55,12 @@ def _capped(df: pd.DataFrame, cap: int | None, seed: int, *, balanced: bool = Fa
     return df.iloc[pick].reset_index(drop=True)
 
 
+def real_only_datasets(rows: pd.DataFrame) -> np.ndarray:
+    """True for the rows of datasets that hold no fake: the only ones self-blended with balance_datasets."""
+    with_fakes = set(rows.loc[rows["label"] == 1, "dataset"])
+    return ~rows["dataset"].isin(with_fakes).to_numpy()
+
+
 def split_rows(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = load_manifests(cfg.data.manifests)  # refuses mixed crop protocols
     train = rows[rows["split"] == "train"]
@@ -84,7 +90,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     aug = cfg.data.augment
     train_tf = build_train_transform(aug, size) if aug is not None else build_eval_transform(size)
     sbi_ratio = cfg.data.sbi_ratio if cfg.data.sbi else 0.0
-    train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, seed=cfg.seed,
+    sbi_rows = real_only_datasets(train_rows) if cfg.data.balance_datasets else None
+    train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, sbi_rows=sbi_rows, seed=cfg.seed,
                             blend=cfg.data.blend)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
@@ -94,10 +101,11 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
     val_set = CropDataset(val_rows, spec, build_eval_transform(size), sbi_ratio=float(val_sbi is not None),
                           sbi_rows=val_sbi, seed=cfg.seed + 1, blend=cfg.data.blend)
-    if cfg.data.class_balance and cfg.data.pair_sources:
-        raise ConfigError("data.class_balance and data.pair_sources: choose one (pairs are balanced already)")
+    if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
+        raise ConfigError("data.class_balance, data.pair_sources and data.balance_datasets: choose one")
     order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,
-                      pair_sources=cfg.data.pair_sources)
+                      pair_sources=cfg.data.pair_sources,
+                      datasets=[str(d) for d in train_rows["dataset"]] if cfg.data.balance_datasets else None)
     sampler = ShardedBatchSampler(order, cfg.batch_size, world_size=info.world_size, rank=info.rank,
                                   grad_accum=cfg.optim.grad_accum)
     workers = cfg.data.num_workers
