@@ -331,3 +331,32 @@ def test_torchrun_two_processes_match_one_and_resume_across_sizes(tmp_path: Path
     # The 2-process checkpoint continues in one process (the global batch kept at 8).
     train(cfg_of(manifest, ddp, *opts, "epochs=4", "batch_size=8"), resume=True)
     assert list(read_metrics(ddp)["epoch"]) == [1, 2, 3, 4] and _state(ddp)["world_size"] == 1
+
+
+def test_dataset_balance_makes_every_dataset_half_fake() -> None:
+    """balance_datasets: no source stands for a label. A dataset with both classes repeats its
+    minority class; a real-only pool is drawn once (its fakes come from self-blending)."""
+    from deepfake_detection.train.data import dataset_balanced_order
+    from deepfake_detection.train.setup import real_only_datasets
+
+    labels = np.array([0] * 3 + [1] * 10 + [0] * 20)
+    datasets = ["ffpp"] * 13 + ["photos"] * 20
+    spec = OrderSpec(labels, ["g"] * 33, seed=0, datasets=datasets)
+    order = spec.order(epoch=1, micro_batch=8)
+    assert len(order) == spec.length() == 2 * 10 + 20
+    names = np.asarray(datasets)[order]
+    assert (labels[order][names == "ffpp"] == 0).sum() == (labels[order][names == "ffpp"] == 1).sum() == 10
+    assert sorted(order[names == "photos"].tolist()) == list(range(13, 33))
+    assert set(order[(names == "ffpp") & (labels[order] == 0)].tolist()) == {0, 1, 2}  # all reals used
+    assert not np.array_equal(order, dataset_balanced_order(labels, datasets, 0, epoch=2))
+    rows = pd.DataFrame({"label": labels, "dataset": datasets})
+    assert real_only_datasets(rows).tolist() == [False] * 13 + [True] * 20
+    sampler = ShardedBatchSampler(spec, 8)
+    assert len(sampler) == 5 and sum(len(b) for b in sampler) == 40
+
+
+def test_balance_datasets_trains(tmp_path: Path, manifest: Path) -> None:
+    out = train(cfg_of(manifest, tmp_path / "run", "data.balance_datasets=true", "data.sbi=true", "epochs=1"))
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+    with pytest.raises(ConfigError, match="choose one"):
+        train(cfg_of(manifest, tmp_path / "r2", "data.balance_datasets=true", "data.class_balance=true"))
