@@ -402,6 +402,10 @@ def _wait(predicate: Callable[[], bool], timeout: float = 120) -> bool:
     return True
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signals(work: Path, quick: bool) -> Row:
     row = Row("signals (INT, TERM, KILL + re-run)")
     folder = work / "many"
@@ -414,7 +418,9 @@ def signals(work: Path, quick: bool) -> Row:
         out_dir.mkdir()
         out = out_dir / "r.jsonl"
         args = [*CLI, "detect", str(folder), *JSONL, "-o", str(out), "--workers", "1"]
-        proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        # SIGINT back to its default in the child: a suite started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and the child would rightly ignore it too.
+        proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         started = _wait(lambda d=out_dir: any(p.stat().st_size > 0 for p in _temporaries(d)))
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
