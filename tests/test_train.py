@@ -150,7 +150,8 @@ def test_shipped_configs_load() -> None:
     m, d = default.model, default.data
     assert (m.arch, m.pretrained, m.input_size) == ("efficientnet_lite0", True, 192)
     assert (default.optim.name, default.optim.lr, default.schedule.name) == ("adamw", 3e-4, "cosine")
-    assert (default.epochs, default.batch_size, d.sbi, d.use_fakes) == (5, 32, True, True)
+    assert (default.epochs, default.batch_size, d.sbi, d.use_fakes) == (3, 32, True, True)
+    assert d.balance_datasets and not d.class_balance
     assert (default.threshold_strategy, default.calibrate_on) == ("fpr", "product")
     assert load_config(root / "tiny.yaml").model.arch == "custom_cnn"
 
