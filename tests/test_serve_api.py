@@ -142,7 +142,8 @@ def test_explanation_gives_one_heatmap_per_face(make_client: Any, face_jpeg: byt
     assert explanation["heatmap"].startswith("data:image/png;base64,")
     png = base64.b64decode(explanation["heatmap"].split(",", 1)[1])
     heat = np.asarray(Image.open(io.BytesIO(png)))
-    assert heat.shape == (224, 224, 4)
+    side = client.app.state.service.predictor.spec.input_size
+    assert heat.shape == (side, side, 4)  # one value per model input pixel
     assert heat[:, :, 3].max() > 150 and heat[:, :, 3].min() < heat[:, :, 3].max()  # it localises
 
 
