@@ -152,6 +152,15 @@ def pad_image(image: np.ndarray, pad: float) -> np.ndarray:
     return cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
+def source_padding(manifest: str | Path) -> float:
+    """The `pad` that `dfd prepare` used for the manifest's images (0 when not recorded)."""
+    config = Path(manifest).with_name(CONFIG_FILE)
+    try:
+        return float(json.loads(config.read_text()).get("pad", 0.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
 def _to_crop(points: np.ndarray, m: np.ndarray) -> list[float]:
     """Points in frame pixels -> a flat list in crop pixels (the manifest's landmark format)."""
     return [round(float(v), 2) for v in (points @ m[:, :2].T + m[:, 2]).reshape(-1)]

@@ -17,11 +17,9 @@ image or frame before detection, as a re-encoded or resized upload would be.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,15 +42,6 @@ class PathScores:
     perturbed: dict[str, np.ndarray] = field(default_factory=dict)  # aligned with `frames`
     no_face: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
-
-
-def source_padding(manifest: str | Path) -> float:
-    """The `pad` that `dfd prepare` used for the manifest's images (0 when not recorded)."""
-    config = Path(manifest).with_name("prepare.json")
-    try:
-        return float(json.loads(config.read_text()).get("pad", 0.0))
-    except (OSError, ValueError):
-        return 0.0
 
 
 def _sources(df: pd.DataFrame) -> pd.DataFrame:

@@ -141,7 +141,8 @@ def _score_product_path(predictor: Predictor, df: pd.DataFrame, manifest: Path, 
                         robustness: Sequence[str], frames: int, video_frames: int, progress: bool) -> Any:
     from tqdm import tqdm
 
-    from deepfake_detection.evaluate.product_path import score_sources, source_padding
+    from deepfake_detection.data.prepare import source_padding
+    from deepfake_detection.evaluate.product_path import score_sources
 
     bar = tqdm(total=int(df["source_id"].nunique()), unit="src", desc="evaluate", disable=not progress)
 

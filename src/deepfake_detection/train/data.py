@@ -40,7 +40,7 @@ Transform = Callable[..., dict[str, Any]]  # an albumentations Compose
 def load_manifests(paths: Sequence[str | Path]) -> pd.DataFrame:
     """Concatenate manifests; `crop_path` becomes absolute (it is relative to its manifest's folder).
     Refuses manifests whose crops were made with different crop protocols (`crop_protocol_of`)."""
-    from deepfake_detection.evaluate.product_path import source_padding
+    from deepfake_detection.data.prepare import source_padding
 
     frames = []
     for p in paths:
