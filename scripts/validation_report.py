@@ -26,16 +26,24 @@ from deepfake_detection.evaluate.metrics import expected_calibration_error, roc_
 Stat = Callable[[pd.DataFrame], float]
 FFPP_FRAMES = ("ffpp_crops", "ffpp_c23")  # c23 material; c40 is reported on its own
 REAL_PHOTOS = ("aaf_real", "utk_real")
+MIN_GROUPS = 5  # below this many identity groups no interval is reported
 DEGRADATIONS = (("jpeg50", "JPEG 50"), ("blur1", "blur sigma 1"), ("down0.5", "downscale x0.5"))
 
 
 def cluster_bootstrap(df: pd.DataFrame, stat: Stat, by: str, n: int = 1000, seed: int = 0
                       ) -> tuple[float, float, float]:
     """(value, low, high): the statistic and its 95% percentile interval, resampling whole `by` groups
-    (frames of one person are not independent). Resamples where the statistic is undefined are skipped."""
+    (frames of one person are not independent). Resamples where the statistic is undefined are skipped.
+    With fewer than MIN_GROUPS groups a percentile interval means nothing: (value, nan, nan)."""
     rng = np.random.default_rng(seed)
     df = df.reset_index(drop=True)
     members = list(df.groupby(by, sort=True).indices.values())
+    try:
+        value = stat(df)
+    except ValueError:  # no data of this kind in this fold, or a single class
+        return np.nan, np.nan, np.nan
+    if len(members) < MIN_GROUPS:
+        return value, np.nan, np.nan
     values = []
     for _ in range(n):
         picked = rng.integers(0, len(members), len(members))
@@ -47,7 +55,7 @@ def cluster_bootstrap(df: pd.DataFrame, stat: Stat, by: str, n: int = 1000, seed
         if v is not None and np.isfinite(v):
             values.append(v)
     low, high = np.quantile(values, [0.025, 0.975]) if values else (np.nan, np.nan)
-    return stat(df), float(low), float(high)
+    return value, float(low), float(high)
 
 
 def _auc(df: pd.DataFrame) -> float:
@@ -120,8 +128,14 @@ def report(eval_dirs: list[Path], lomo: Path | None) -> str:
              f"({metrics['data'].get('mode', '')}).", "",
              "| measure | value [95% CI] | bar |", "| --- | --- | --- |"]
     for name, value, bar in rows:
-        shown = (f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]" if isinstance(value, tuple)
-                 else f"{value:.3f}")
+        if not isinstance(value, tuple):
+            shown = f"{value:.3f}"
+        elif np.isnan(value[0]):
+            shown = "n/a (no such test data in this fold)"
+        elif np.isnan(value[1]):
+            shown = f"{value[0]:.3f} (no interval: fewer than {MIN_GROUPS} identity groups)"
+        else:
+            shown = f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
         lines.append(f"| {name} | {shown} | {bar} |")
     return "\n".join(lines) + "\n"
 

@@ -133,7 +133,7 @@ def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_p
 
 
 def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_model: Path,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval"
     assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "all", "--out", str(out),
                  "--bootstrap", "20", "--frames", "3", "--video-frames", "6", "--no-progress"]) == 0
@@ -141,6 +141,7 @@ def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_mod
     data = results["data"]
     assert data["mode"].startswith("product path")
     assert data["n_video_verdicts"] == 2 and results["video"] is not None  # dfd detect's verdicts
+    assert data["n_sources"] > 2 and "\nvideos 2: AUC" in capsys.readouterr().out  # not every source
     assert data["no_face_sources"] == 0  # the face-free image has no crop, so it is not in the manifest
     assert set(results["robustness"]["perturbations"]) == {"jpeg50", "blur1", "down0.5"}
     scores = pd.read_csv(out / "scores.csv")

@@ -246,7 +246,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"frames {results['data']['n_frames']}: AUC {frame['auc']:.4f} (95% CI {ci}), "
           f"F1 {frame['f1']}, EER {frame['eer']}, ECE {frame.get('ece')}")
     if video:
-        print(f"videos {results['data']['n_videos']}: AUC {video.get('auc')}")
+        # product mode: dfd detect's verdicts on the video files; crops mode: frames pooled per source
+        n_videos = results["data"].get("n_video_verdicts", results["data"]["n_sources"])
+        print(f"videos {n_videos}: AUC {video.get('auc')}")
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 

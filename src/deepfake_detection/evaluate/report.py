@@ -7,7 +7,7 @@ The ``results`` dict (``pipeline.evaluate_predictions`` builds all but ``robustn
       "threshold": float,            # chosen on validation data (calibration.choose_threshold)
       "threshold_strategy": str,     # optional, e.g. "youden on val"
       "temperature": float,          # calibration.fit_temperature on validation data
-      "data": {str: scalar},         # optional: manifest, split, n_frames, n_videos, ...
+      "data": {str: scalar},         # optional: manifest, split, n_frames, n_sources, n_video_verdicts, ...
       "frame": Level,                # every crop a sample
       "video": Level | None,         # mean of frame scores per source_id (DeepfakeBench video AUC)
       "per_method": {"frame": {method: Entry}, "video": {method: Entry}},

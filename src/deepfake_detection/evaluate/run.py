@@ -114,7 +114,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
                                    model=_model_info(model_path, predictor), n_boot=n_boot,
                                    cluster_col=cluster)
     results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),
-                       "n_videos": int(df["source_id"].nunique()),
+                       "n_sources": int(df["source_id"].nunique()),  # images and videos scored
                        "mode": "product path (decode, detect, crop, classify)" if mode == "product"
                        else "stored crops (classifier only; not the product's path)"}
     if path_scores is not None:

@@ -1,0 +1,146 @@
+"""The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
+of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fold_frame(n_groups: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(n_groups):
+        for k in range(3):
+            label = int(k > 0)
+            rows.append({"group": f"csv:f{g % 5}-g{g}", "label": label,
+                         "method": "B" if label and g % 2 else ("A" if label else "real"),
+                         "split": "train", "phash": int(rng.integers(0, 2**62)),
+                         "crop_path": f"c/{g}_{k}.jpg"})
+    return pd.DataFrame(rows)
+
+
+def test_kfold_test_split_is_exactly_the_fold_and_groups_never_straddle() -> None:
+    kfold = _script("kfold")
+    df = _fold_frame()
+    for fold in range(5):
+        out, dropped = kfold.fold_manifest(df, fold)
+        assert dropped == 0 and len(out) == len(df)
+        test_groups = set(out.loc[out["split"] == "test", "group"])
+        assert test_groups == {g for g in df["group"] if g.startswith(f"csv:f{fold}-")}
+        assert out.groupby("group")["split"].nunique().max() == 1
+        assert {"train", "val"} <= set(out["split"])
+    with pytest.raises(SystemExit, match="fK-"):
+        kfold.fold_manifest(df.assign(group="no-fold"), 0)
+
+
+FAKE_DFD = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+out=""; prev=""
+for a in "$@"; do
+  case $a in out=*) out=${a#out=} ;; esac
+  [ "$prev" = --out ] && out=$a
+  prev=$a
+done
+mkdir -p "$out"
+case $1 in train) touch "$out/model.onnx" ;; evaluate) echo {} > "$out/metrics.json" ;; esac
+"""
+
+
+def _run_folds(tmp: Path, *folds: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(REPO / "scripts/run_folds.sh"), str(tmp / "corpus/manifest.parquet"),
+                           str(tmp / "work"), *folds], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "DFD": str(tmp / "dfd"), "CALLS": str(tmp / "calls"), **env})
+
+
+def test_run_folds_trains_both_stages_then_skips_and_resumes(tmp_path: Path) -> None:
+    (tmp_path / "dfd").write_text(FAKE_DFD)
+    (tmp_path / "dfd").chmod(0o755)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/manifest_fold0.parquet").touch()
+    result = _run_folds(tmp_path, "0", STAGE="2")
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["train", "evaluate", "train", "evaluate"]
+    assert "--resume" not in calls[0] and f"out={tmp_path}/work/stage1_fold0" in calls[0]
+    assert f"model.pretrained={tmp_path}/work/stage1_fold0/model.safetensors" in calls[2]
+    assert "data.augment.jpeg_p=0.7" in calls[2] and "data.augment.jpeg_p" not in calls[0]
+    evals = [f"{tmp_path}/work/eval_stage1_fold0", f"{tmp_path}/work/eval_stage2_fold0"]
+    assert result.stdout.split() == evals
+
+    (tmp_path / "calls").unlink()
+    assert _run_folds(tmp_path, "0", STAGE="2").returncode == 0
+    assert not (tmp_path / "calls").exists()  # everything finished: nothing runs again
+
+    (tmp_path / "work/stage2_fold0/model.onnx").unlink()  # an interrupted stage 2
+    (tmp_path / "work/stage2_fold0/last.ckpt").touch()
+    assert _run_folds(tmp_path, "0", STAGE="2").returncode == 0
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("train") and "--resume" in calls[0]
+
+    missing = _run_folds(tmp_path, "0", METHOD="NeuralTextures")
+    assert missing.returncode == 2 and "manifest_fold0_noNeuralTextures.parquet" in missing.stderr
+
+
+def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
+    """A product-path evaluation folder: FF++ frames of `n_ffpp_groups` groups, 2 c40 groups."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for dataset, n_groups in (("ffpp_crops", n_ffpp_groups), ("ffpp_c40", 2), ("utk_real", 30)):
+        for g in range(n_groups):
+            for label in ((0,) if dataset == "utk_real" else (0, 1)):
+                score = float(np.clip(rng.normal(0.3 + 0.4 * label, 0.2), 0, 1))
+                rows.append({"dataset": dataset, "group": f"{dataset}{g}", "label": label, "score": score,
+                             "method": "Deepfakes" if label else "real", "score_jpeg50": score * 0.9})
+    folder.mkdir()
+    pd.DataFrame(rows).to_csv(folder / "scores.csv", index=False)
+    pd.DataFrame(columns=["dataset", "group", "label", "score"]).to_csv(folder / "videos.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps({"threshold": 0.5, "data": {"mode": "product path"}}))
+    return folder
+
+
+def test_validation_report_gives_intervals_only_over_enough_identity_groups(tmp_path: Path) -> None:
+    report = _script("validation_report").report([_evaluation(tmp_path / "e0", 12),
+                                                  _evaluation(tmp_path / "e1", 12)], None)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines()
+            if line.startswith("| FF++")}
+    assert "[" in rows["FF++ c23 held-out identities, frame AUC"]  # 12 groups: an interval
+    c40 = rows["FF++ c40 clips of held-out identities, frame AUC"]
+    assert "no interval: fewer than 5 identity groups" in c40
+    assert "mean over 2 fold(s)" in report and "AUC drop under JPEG 50" in report
+    assert "| gan_faces held out, AUC | n/a (no such test data in this fold) |" in report  # no crash
+
+
+def test_committed_corpus_listing_keeps_every_ffpp_identity_in_one_fold() -> None:
+    """configs/corpus_listing.csv pins the k-fold split across sessions and machines: every file has
+    a fold, and the clips of one FF++ id group (XXX, XXX_YYY, YYY_XXX, any compression) share a group."""
+    listing = pd.read_csv(REPO / "configs/corpus_listing.csv")
+    assert listing["group"].str.fullmatch(r"f[0-4]-.+").all()
+    assert set(listing["dataset"]) == {"ffpp_crops", "ffpp_c23", "ffpp_c40", "ffpp_c40_actors", "aaf_real",
+                                       "utk_real", "gan_faces"}
+    clips = listing[listing["dataset"].isin(["ffpp_c23", "ffpp_c40"])]
+    group_of_id: dict[str, str] = {}
+    for path, group in zip(clips["path"], clips["group"], strict=True):
+        for clip_id in Path(path).stem.split("_"):
+            assert group_of_id.setdefault(clip_id, group) == group, path
+    assert {g[:2] for g in clips.loc[clips["dataset"] == "ffpp_c40", "group"]} == {"f0", "f1", "f2"}
