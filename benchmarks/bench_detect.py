@@ -35,6 +35,44 @@ def _percentiles(samples_ms: list[float]) -> str:
     return f"median {np.median(a):6.2f} ms   p95 {np.percentile(a, 95):6.2f} ms"
 
 
+REFERENCE_MS = 5.38  # ../shared/docs/CPU_BASELINES.md: EfficientNet-B0 224, ORT 2 threads, batch 1
+
+
+def _median_ms(call: object, runs: int = 200, warmup: int = 30) -> float:
+    times = []
+    for i in range(runs + warmup):
+        start = time.perf_counter()
+        call()  # type: ignore[operator]
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def reference_speed(folder: Path) -> None:
+    """This machine against the documented one: the same reference network (timm EfficientNet-B0 at
+    224, random weights) through ONNX Runtime, so figures from a busy shared host can be read as
+    ratios. Needs the `train` extra (torch, timm); skipped without it."""
+    try:
+        import timm
+        import torch
+    except ImportError:
+        print("reference model: skipped (needs torch and timm)")
+        return
+    import onnxruntime as ort
+
+    from deepfake_detection.runtime import ort_session_options
+
+    path = folder / "reference_b0.onnx"
+    net = timm.create_model("efficientnet_b0", pretrained=False).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17)
+    session = ort.InferenceSession(str(path), sess_options=ort_session_options(2),
+                                   providers=["CPUExecutionProvider"])
+    x = {session.get_inputs()[0].name: np.zeros((1, 3, 224, 224), np.float32)}
+    ms = _median_ms(lambda: session.run(None, x))
+    print(f"reference EfficientNet-B0 224, ONNX batch 1: median {ms:6.2f} ms (CPU_BASELINES.md, a quiet "
+          f"2-core machine: {REFERENCE_MS} ms): this host runs at {REFERENCE_MS / ms:.2f}x that speed")
+
+
 def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model: str | None) -> None:
     """One request at a time (a photo, a webcam frame): batch-1 classification and the whole pipeline,
     with ONNX Runtime (what `dfd detect` uses) and with eager PyTorch (the plain approach)."""
@@ -105,6 +143,7 @@ def main() -> None:
         found = sum(1 for f in faces if f)
         total = sum(stages.values())
 
+        reference_speed(folder)
         latency(predictor, paths, crops, args.model)
 
         out = folder / "results.jsonl"
