@@ -13,6 +13,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,15 @@ def _percentiles(samples_ms: list[float]) -> str:
 REFERENCE_MS = 5.38  # ../shared/docs/CPU_BASELINES.md: EfficientNet-B0 224, ORT 2 threads, batch 1
 
 
-def _median_ms(call: object, runs: int = 200, warmup: int = 30) -> float:
+def _times_ms(call: Callable[[int], object], runs: int = 200, warmup: int = 30) -> list[float]:
+    """Milliseconds of `call(i)` for each run after `warmup` untimed ones."""
     times = []
     for i in range(runs + warmup):
         start = time.perf_counter()
-        call()  # type: ignore[operator]
+        call(i)
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
+    return times
 
 
 def reference_speed(folder: Path) -> None:
@@ -68,7 +70,7 @@ def reference_speed(folder: Path) -> None:
     session = ort.InferenceSession(str(path), sess_options=ort_session_options(2),
                                    providers=["CPUExecutionProvider"])
     x = {session.get_inputs()[0].name: np.zeros((1, 3, 224, 224), np.float32)}
-    ms = _median_ms(lambda: session.run(None, x))
+    ms = float(np.median(_times_ms(lambda _: session.run(None, x))))
     print(f"reference EfficientNet-B0 224, ONNX batch 1: median {ms:6.2f} ms (CPU_BASELINES.md, a quiet "
           f"2-core machine: {REFERENCE_MS} ms): this host runs at {REFERENCE_MS / ms:.2f}x that speed")
 
@@ -86,12 +88,7 @@ def latency(predictor: object, paths: list[Path], crops: list[np.ndarray], model
         backends["PyTorch eager"] = load_backend(torch_path, kind="torch")
     print("\nbatch 1 (one crop or one photo per call)")
     for name, backend in backends.items():
-        times = []
-        for i in range(230):
-            start = time.perf_counter()
-            crop_probabilities(backend, [crops[i % len(crops)]], batch_size=1)
-            if i >= 30:  # warm-up
-                times.append((time.perf_counter() - start) * 1000)
+        times = _times_ms(lambda i, b=backend: crop_probabilities(b, [crops[i % len(crops)]], batch_size=1))
         print(f"  classify one face crop, {name:<14} {_percentiles(times)}")
     times = []
     for path in paths[:100]:

@@ -112,7 +112,7 @@ def report(eval_dirs: list[Path], lomo: Path | None) -> str:
                      "reported"))
     fold_aucs = []
     for folder in eval_dirs:
-        s = pd.read_csv(folder / "scores.csv")
+        s = scores if folder == first else pd.read_csv(folder / "scores.csv")
         fold_aucs.append(_auc(s[s["dataset"].isin(FFPP_FRAMES)]))
     rows.append((f"FF++ frame AUC, mean over {len(fold_aucs)} fold(s) "
                  f"({', '.join(f'{a:.3f}' for a in fold_aucs)})", float(np.mean(fold_aucs)), ">= 0.95"))

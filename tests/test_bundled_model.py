@@ -148,3 +148,19 @@ def test_bundled_model_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> N
     predictor = Predictor.load()
     assert predictor.model_info["sha256"] == (MODELS / "default.onnx.sha256").read_text().split()[0]
     assert hashed == [MODELS / "default.onnx"]
+
+
+def test_readme_quickstart_table_is_what_dfd_detect_prints(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's first command and its printed verdicts stay true (scores within 0.002: ONNX
+    Runtime's float sums differ slightly between CPUs)."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("status   label p(fake)")
+    expected = [line.split() for line in readme[start:readme.index("```", start)].splitlines()[1:]]
+    monkeypatch.chdir(REPO)
+    assert dfd_main(["detect", "samples/"]) == 0
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1], r[-1]) for r in printed] == [(r[0], r[1], r[-1]) for r in expected]
+    for got, want in zip(printed, expected, strict=True):
+        if want[0] == "ok":
+            assert abs(float(got[2]) - float(want[2])) <= 0.002, (got, want)

@@ -4,11 +4,9 @@ find no crash and no lost output. Its table is printed (pytest -s shows it)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+
+from dfd_testkit.scripts import load_script
 
 pytest.importorskip("fastapi")
 pytest.importorskip("psutil")
@@ -16,12 +14,7 @@ pytestmark = pytest.mark.slow  # about a minute and a half: real processes, sign
 
 
 def test_the_hostile_suite_finds_no_crash_and_loses_no_output() -> None:
-    path = Path(__file__).resolve().parents[1] / "scripts" / "hostile_suite.py"
-    spec = importlib.util.spec_from_file_location("hostile_suite", path)
-    assert spec is not None and spec.loader is not None
-    suite = importlib.util.module_from_spec(spec)
-    sys.modules["hostile_suite"] = suite
-    spec.loader.exec_module(suite)
+    suite = load_script("hostile_suite")
     rows = suite.run_suite()
     table = suite.format_table(rows)
     print(table)

@@ -3,28 +3,18 @@ of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from dfd_testkit.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fold_frame(n_groups: int = 40) -> pd.DataFrame:
@@ -41,7 +31,7 @@ def _fold_frame(n_groups: int = 40) -> pd.DataFrame:
 
 
 def test_kfold_test_split_is_exactly_the_fold_and_groups_never_straddle() -> None:
-    kfold = _script("kfold")
+    kfold = load_script("kfold")
     df = _fold_frame()
     for fold in range(5):
         out, dropped = kfold.fold_manifest(df, fold)
@@ -120,7 +110,7 @@ def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
 
 
 def test_validation_report_gives_intervals_only_over_enough_identity_groups(tmp_path: Path) -> None:
-    report = _script("validation_report").report([_evaluation(tmp_path / "e0", 12),
+    report = load_script("validation_report").report([_evaluation(tmp_path / "e0", 12),
                                                   _evaluation(tmp_path / "e1", 12)], None)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines()
             if line.startswith("| FF++")}

@@ -198,20 +198,25 @@ def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, se
     return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
 
 
+def _dataset_classes(labels: np.ndarray, datasets: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per dataset (sorted): its real rows, its fake rows and how many of each an epoch draws (the
+    majority's count when it holds both classes; 0 for a one-class dataset, drawn once as it is)."""
+    names = np.asarray(datasets)
+    out = []
+    for name in sorted(set(datasets)):
+        rows = np.flatnonzero(names == name)
+        reals, fakes = rows[labels[rows] == 0], rows[labels[rows] == 1]
+        out.append((reals, fakes, max(len(reals), len(fakes)) if len(reals) and len(fakes) else 0))
+    return out
+
+
 def dataset_balanced_order(labels: np.ndarray, datasets: Sequence[str], seed: int, epoch: int) -> np.ndarray:
     """Per dataset holding both classes, as many reals as fakes (the minority repeated, fresh
     permutations); real-only or fake-only datasets once each; all shuffled together."""
     rng = _rng(seed, epoch, 4)
-    names = np.asarray(datasets)
     parts = []
-    for name in sorted(set(datasets)):
-        rows = np.flatnonzero(names == name)
-        reals, fakes = rows[labels[rows] == 0], rows[labels[rows] == 1]
-        if len(reals) and len(fakes):
-            n = max(len(reals), len(fakes))
-            parts += [_cycle(reals, n, rng), _cycle(fakes, n, rng)]
-        else:
-            parts.append(rows)
+    for reals, fakes, n in _dataset_classes(labels, datasets):
+        parts += [_cycle(reals, n, rng), _cycle(fakes, n, rng)] if n else [reals, fakes]
     return rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
@@ -230,13 +235,8 @@ class OrderSpec:
         """Rows per epoch: every row once, except with dataset balance (minority classes repeated)."""
         if self.datasets is None:
             return len(self.labels)
-        names = np.asarray(self.datasets)
-        total = 0
-        for name in set(self.datasets):
-            lab = self.labels[names == name]
-            reals, fakes = int((lab == 0).sum()), int((lab == 1).sum())
-            total += 2 * max(reals, fakes) if reals and fakes else reals + fakes
-        return total
+        parts = _dataset_classes(self.labels, self.datasets)
+        return sum(2 * n if n else len(r) + len(f) for r, f, n in parts)
 
     def order(self, epoch: int, micro_batch: int) -> np.ndarray:
         if self.datasets is not None:
