@@ -9,6 +9,10 @@ all folders given.
 
     .venv/bin/python scripts/validation_report.py work/eval_fold0 [work/eval_fold1 ...] \
         --lomo work/lomo/lomo.json --out work/validation.md
+
+What a recipe change adds, on the same held-out frames: `--versus OTHER_EVAL` appends OTHER minus the
+first folder, per measure, with a paired cluster-bootstrap interval (both models' scores of a frame
+stay together when identity groups are resampled).
 """
 
 from __future__ import annotations
@@ -140,13 +144,49 @@ def report(eval_dirs: list[Path], lomo: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _of_other(stat: Stat) -> Stat:
+    """`stat` on the other model's columns of a merged frame (`score_other` -> `score`, ...)."""
+    return lambda d: stat(d.assign(**{c.removesuffix("_other"): d[c] for c in d.columns
+                                      if c.endswith("_other")}))
+
+
+def compare(base: Path, other: Path) -> str:
+    key = ["source_id", "frame_index"]
+    a, b = pd.read_csv(base / "scores.csv"), pd.read_csv(other / "scores.csv")
+    both = a.merge(b.drop(columns=["dataset", "group", "label", "method"], errors="ignore"), on=key,
+                   suffixes=("", "_other"))
+    if len(both) < 0.95 * max(len(a), len(b)):
+        raise SystemExit(f"{base} and {other} share {len(both)} of {len(a)}/{len(b)} frames: "
+                         "not one test split")
+    parts = {"FF++ c23 frame AUC": (FFPP_FRAMES, _auc), "FF++ c40 frame AUC": (("ffpp_c40",), _auc),
+             "gan_faces AUC": (("gan_faces",), _auc), "ECE, all test frames": (None, _ece)}
+    for name, label in DEGRADATIONS:
+        if f"score_{name}" in a and f"score_{name}" in b:
+            parts[f"AUC drop under {label}"] = (None, _drop(name))
+    lines = [f"`{other.name}` against `{base.name}` on the same {len(both)} test frames (paired cluster "
+             "bootstrap over identity groups, 1000 resamples):", "",
+             f"| measure | {base.name} | {other.name} | difference [95% CI] |", "| --- | --- | --- | --- |"]
+    for measure, (datasets, stat) in parts.items():
+        rows = both if datasets is None else both[both["dataset"].isin(datasets)]
+        if rows.empty:
+            continue
+        diff, low, high = cluster_bootstrap(rows, lambda d, f=stat: _of_other(f)(d) - f(d), "group")
+        interval = "" if np.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
+        values = f"{stat(rows):.3f} | {_of_other(stat)(rows):.3f}"
+        lines.append(f"| {measure} | {values} | {diff:+.3f}{interval} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("eval_dirs", type=Path, nargs="+", help="`dfd evaluate` output folders, fold 0 first")
     parser.add_argument("--lomo", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--versus", type=Path, help="another model's evaluation of the first folder's split")
     args = parser.parse_args()
     text = report(args.eval_dirs, args.lomo)
+    if args.versus:
+        text += "\n" + compare(args.eval_dirs[0], args.versus)
     if args.out:
         args.out.write_text(text)
     print(text)

@@ -137,6 +137,30 @@ def test_validation_report_gives_intervals_only_over_enough_identity_groups(tmp_
     assert "| gan_faces held out, AUC | n/a (no such test data in this fold) |" in report  # no crash
 
 
+def test_versus_gives_paired_differences_on_the_same_frames(tmp_path: Path) -> None:
+    script = load_script("validation_report")
+    base = _evaluation(tmp_path / "base", 12)
+    rng = np.random.default_rng(2)
+    scores = pd.read_csv(base / "scores.csv").assign(source_id=lambda d: d.index, frame_index=0)
+    scores["score"] = rng.uniform(0, 1, len(scores))  # a model that guesses
+    scores.to_csv(base / "scores.csv", index=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    better = scores.assign(score=np.where(scores["label"] == 1, 0.99, scores["score"]))  # every fake caught
+    better.to_csv(other / "scores.csv", index=False)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in
+            script.compare(base, other).splitlines() if line.startswith("| ")}
+    auc = script.roc_auc(scores.loc[scores["dataset"] == "ffpp_crops", "label"],
+                         scores.loc[scores["dataset"] == "ffpp_crops", "score"])
+    ff = rows["FF++ c23 frame AUC"]
+    assert float(ff[1]) == pytest.approx(auc, abs=5e-4) and float(ff[2]) == 1.0
+    assert ff[3].startswith(f"{1.0 - auc:+.3f} [+")  # the whole interval above 0
+    assert "no interval" not in ff[3] and rows["FF++ c40 frame AUC"][3].strip(" |").startswith("+")
+    with pytest.raises(SystemExit, match="not one test split"):
+        better.iloc[:10].to_csv(other / "scores.csv", index=False)
+        script.compare(base, other)
+
+
 def test_committed_corpus_listing_keeps_every_ffpp_identity_in_one_fold() -> None:
     """configs/corpus_listing.csv pins the k-fold split across sessions and machines: every file has
     a fold, and the clips of one FF++ id group (XXX, XXX_YYY, YYY_XXX, any compression) share a group."""
