@@ -103,6 +103,28 @@ def test_threshold_metrics_and_log_loss_match_sklearn(y: np.ndarray, s: np.ndarr
         assert m["fpr"] == pytest.approx(fp / (fp + tn))
 
 
+def test_within_source_auc_ignores_a_source_shortcut() -> None:
+    from deepfake_detection.evaluate.metrics import within_source_auc
+
+    rng = np.random.default_rng(0)
+    # Source A: 400 reals, 100 fakes; source B: 100 reals, 400 fakes. Scores say only "which source"
+    # (B high) plus noise, so the pooled AUC is high while no source's fakes outrank its reals.
+    src = np.array(["a"] * 500 + ["b"] * 500)
+    y = np.array([0] * 400 + [1] * 100 + [0] * 100 + [1] * 400)
+    s = rng.normal(0, 0.1, 1000) + (src == "b")
+    assert skm.roc_auc_score(y, s) > 0.75
+    per = {k: skm.roc_auc_score(y[src == k], s[src == k]) for k in "ab"}
+    expected = (per["a"] + per["b"]) / 2  # weights: fake x real pairs, 40,000 in each source
+    assert within_source_auc(y, s, src) == pytest.approx(expected)
+    assert abs(within_source_auc(y, s, src) - 0.5) < 0.1
+    # A source with one class adds no pairs; none with both classes is an error, not a number.
+    src_c = np.concatenate([src, ["c"] * 5])
+    y_c, s_c = np.concatenate([y, [1] * 5]), np.concatenate([s, [9.0] * 5])
+    assert within_source_auc(y_c, s_c, src_c) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="both real and fake"):
+        within_source_auc([0, 0, 1], [0.1, 0.2, 0.3], ["a", "a", "b"])
+
+
 def test_log_loss_is_clipped() -> None:
     assert math.isfinite(log_loss([1, 0], [0.0, 1.0]))
     assert log_loss([1, 0], [0.0, 1.0]) == pytest.approx(skm.log_loss([1, 0], [0.0, 1.0]))

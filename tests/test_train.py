@@ -234,7 +234,8 @@ def test_loss_falls_best_on_val_auc_and_calibrated_export(tmp_path: Path, manife
     monkeypatch.setattr(trainer, "roc_auc", lambda labels, scores: next(aucs))
     run = train(cfg_of(manifest, tmp_path / "run", "epochs=5", "early_stopping_patience=2"))
     m = read_metrics(run)
-    assert list(m.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds"]
+    assert list(m.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "val_auc_within", "lr",
+                               "seconds"]
     assert list(m["epoch"]) == [1, 2, 3, 4] and list(m["val_auc"]) == [0.6, 0.9, 0.7, 0.8]
     assert m["train_loss"].iloc[-1] < 0.8 * m["train_loss"].iloc[0]  # it learns
     summary = json.loads((run / "summary.json").read_text())
@@ -256,6 +257,29 @@ def test_loss_falls_best_on_val_auc_and_calibrated_export(tmp_path: Path, manife
     assert yaml.safe_load((run / "config.yaml").read_text())["early_stopping_patience"] == 2
     with pytest.raises(ConfigError, match="already holds a run"):
         train(cfg_of(manifest, tmp_path / "run"))
+
+
+def test_checkpoint_picked_by_within_source_auc(tmp_path: Path, manifest: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_detection.train import trainer
+
+    pooled, within = iter([0.9, 0.6, 0.7]), iter([0.5, 0.8, 0.7])  # the two disagree on the best epoch
+    monkeypatch.setattr(trainer, "roc_auc", lambda labels, scores: next(pooled))
+    seen: list[set[str]] = []
+
+    def fake_within(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> float:
+        assert len(sources) == len(labels)  # one dataset name per validation crop, in order
+        seen.append(set(sources))
+        return next(within)
+
+    monkeypatch.setattr(trainer, "within_source_auc", fake_within)
+    run = train(cfg_of(manifest, tmp_path / "run", "epochs=3", "select_metric=within_source_auc"))
+    m = read_metrics(run)
+    assert list(m["val_auc"]) == [0.9, 0.6, 0.7] and list(m["val_auc_within"]) == [0.5, 0.8, 0.7]
+    assert seen == [{"test"}] * 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] == 2 and summary["select_metric"] == "within_source_auc"
+    assert summary["val_auc"] == 0.6 and summary["val_auc_within"] == 0.8
 
 
 def test_resume_is_bit_exact(tmp_path: Path, manifest: Path) -> None:

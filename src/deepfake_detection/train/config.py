@@ -107,6 +107,10 @@ class TrainConfig(_Strict):
     # files through decode, detect, crop, classify (what users get; crops when the sources are gone),
     # "crops" uses the stored crops.
     calibrate_on: Literal["product", "crops"] = "product"
+    # What picks the checkpoint (and counts for early stopping): "auc" pools every validation crop;
+    # "within_source_auc" ranks fakes only against reals of their own dataset, so telling one
+    # source's format from another's (web photos from video frames) earns nothing. Both are logged.
+    select_metric: Literal["auc", "within_source_auc"] = "auc"
     tensorboard: bool = True  # used when torch.utils.tensorboard imports; silent otherwise
 
 

@@ -1,7 +1,8 @@
 """The run: epochs, validation, checkpoints, early stopping; calibration and export at the end.
 
-Run folder (`out`): config.yaml, metrics.csv, last.ckpt (resume), best.safetensors (best val AUC),
-model.safetensors + model.onnx (best weights with fitted temperature and threshold), summary.json.
+Run folder (`out`): config.yaml, metrics.csv, last.ckpt (resume), best.safetensors (the best epoch by
+`select_metric`), model.safetensors + model.onnx (best weights with fitted temperature and threshold),
+summary.json.
 Only rank 0 writes; every rank computes the same validation numbers (gathered predictions), so they
 all take the same early-stopping decision.
 """
@@ -16,6 +17,7 @@ import math
 import random
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from deepfake_detection.evaluate.calibration import choose_threshold, fit_temperature, sigmoid
-from deepfake_detection.evaluate.metrics import roc_auc
+from deepfake_detection.evaluate.metrics import finite_or_none, roc_auc, within_source_auc
 from deepfake_detection.export.onnx import check_parity, export_onnx
 from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.files import load_model_file, save_model
@@ -40,12 +42,13 @@ from deepfake_detection.train.setup import RunData, build_data, build_model
 
 log = logging.getLogger(__name__)
 
-METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds")
+METRIC_FIELDS = ("epoch", "train_loss", "val_loss", "val_auc", "val_auc_within", "lr", "seconds")
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    # restval: rows of a run resumed from before a column existed leave it empty
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(history)
     write_text_atomic(path, buf.getvalue())
@@ -159,15 +162,19 @@ class Trainer:
 
     # ---- epochs -----------------------------------------------------------------------------------
 
-    def _validate(self) -> tuple[float, float]:
+    def _validate(self) -> tuple[float, float, float]:
+        """(loss, pooled AUC, within-source AUC) on the validation crops; an undefined AUC is NaN."""
         D.broadcast_buffers(self.core, self.info)
         logits, labels = predict(self.core, self.data.val_loader, self.ctx, self.info)
-        try:
-            auc = roc_auc(labels, logits)
-        except ValueError as exc:  # e.g. one class left after SBI refused every val blend
-            log.warning("val AUC undefined: %s", exc)
-            auc = math.nan
-        return bce_from_logits(logits, labels), auc
+        sources = self.data.val_rows["dataset"].astype(str).to_numpy()  # predict keeps row order
+        aucs = []
+        for name, fn in (("pooled", roc_auc), ("within-source", partial(within_source_auc, sources=sources))):
+            try:
+                aucs.append(fn(labels, logits))
+            except ValueError as exc:  # e.g. one class left after SBI refused every val blend
+                log.warning("val %s AUC undefined: %s", name, exc)
+                aucs.append(math.nan)
+        return bce_from_logits(logits, labels), aucs[0], aucs[1]
 
     def _run_epoch(self, tb: Any) -> None:
         t0 = time.perf_counter()
@@ -175,16 +182,17 @@ class Trainer:
         train_loss = train_one_epoch(self.model, self.core, self.data.train_loader, self.optimizer,
                                      self.scheduler, self.scaler, self.ctx, self.info,
                                      desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
-        val_loss, val_auc = self._validate()
+        val_loss, val_auc, val_auc_within = self._validate()
         self.epoch += 1
         seconds = time.perf_counter() - t0
         self.elapsed += seconds
         lr = float(self.optimizer.param_groups[0]["lr"])
         row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_auc": val_auc,
-               "lr": lr, "seconds": round(seconds, 3)}
+               "val_auc_within": val_auc_within, "lr": lr, "seconds": round(seconds, 3)}
         self.history.append(row)
-        if val_auc > self.best_auc:  # NaN never wins; only validation AUC picks the checkpoint
-            self.best_auc, self.best_epoch, self.bad_epochs = val_auc, self.epoch, 0
+        score = val_auc_within if self.cfg.select_metric == "within_source_auc" else val_auc
+        if score > self.best_auc:  # NaN never wins; only validation data pick the checkpoint
+            self.best_auc, self.best_epoch, self.bad_epochs = score, self.epoch, 0
             if self.info.is_main:
                 save_model(self.core, self.spec, self.out / "best.safetensors")
         else:
@@ -192,14 +200,14 @@ class Trainer:
         patience = self.cfg.early_stopping_patience
         if patience is not None and self.bad_epochs >= patience:
             self.stopped = True
-            log.info("early stopping: no better val AUC for %d epochs", self.bad_epochs)
+            log.info("early stopping: no better %s for %d epochs", self.cfg.select_metric, self.bad_epochs)
         if self.info.is_main:
             _write_metrics(self.out / "metrics.csv", self.history)
             if tb is not None:
-                for k in ("train_loss", "val_loss", "val_auc", "lr"):
+                for k in ("train_loss", "val_loss", "val_auc", "val_auc_within", "lr"):
                     tb.add_scalar(k, row[k], self.epoch)
-            log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f lr %.3g (%.1f s)",
-                     self.epoch, train_loss, val_loss, val_auc, lr, seconds)
+            log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f (within sources %.4f) lr %.3g "
+                     "(%.1f s)", self.epoch, train_loss, val_loss, val_auc, val_auc_within, lr, seconds)
         self._checkpoint()
 
     def fit(self, stop_after: int | None = None) -> Path:
@@ -251,7 +259,8 @@ class Trainer:
         real_batch = next(iter(self.data.val_loader))["image"][:8].float().numpy()  # real crops, not noise
         parity = check_parity(model, onnx_path, inputs=real_batch)
         summary = {
-            "val_auc": self.best_auc, "best_epoch": self.best_epoch, "epochs": self.epoch,
+            **self._best_row_aucs(), "select_metric": self.cfg.select_metric, "best_epoch": self.best_epoch,
+            "epochs": self.epoch,
             "early_stopped": self.stopped, "temperature": spec.temperature, "threshold": spec.threshold,
             "calibrated_on": calibrated_on, "crop_protocol": asdict(spec.crop),
             "threshold_strategy": self.cfg.threshold_strategy, "val_samples": len(labels),
@@ -262,6 +271,12 @@ class Trainer:
         log.info("best epoch %d, val AUC %.4f, T %.3f, threshold %.4f -> %s", self.best_epoch, self.best_auc,
                  spec.temperature, spec.threshold, onnx_path)
 
+
+    def _best_row_aucs(self) -> dict[str, float | None]:
+        """The best epoch's pooled and within-source validation AUCs (None: not logged in that epoch)."""
+        row = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+        return {k: None if row.get(k) in (None, "") else finite_or_none(float(row[k]))
+                for k in ("val_auc", "val_auc_within")}
 
     def _fit_on_product_path(self, onnx_path: Path) -> tuple[float, float, int] | None:
         """Temperature and threshold refitted on the validation SOURCE files through the product path
