@@ -3,12 +3,14 @@
 
 Input: `dfd evaluate` folders (product mode: scores.csv with per-frame clean and degraded scores,
 videos.csv with `dfd detect`'s video verdicts, metrics.json), one per k-fold test split of the corpus
-built by scripts/build_corpus_listing.py; optionally the `lomo.json` of
-scripts/leave_one_method_out.py. Figures of the first folder get intervals; the k-fold mean is over
-all folders given.
+built by scripts/build_corpus_listing.py. Each figure is given twice: on the test frames of all
+folders together (every frame scored by the fold model that never saw its identity group; the 95%
+interval resamples the groups of every fold) and as the mean of the per-fold figures.
+Leave-one-method-out: `--lomo-eval METHOD=DIR` per `run_folds.sh` METHOD=M evaluation (or the older
+`--lomo lomo.json` of scripts/leave_one_method_out.py).
 
-    .venv/bin/python scripts/validation_report.py work/eval_fold0 [work/eval_fold1 ...] \
-        --lomo work/lomo/lomo.json --out work/validation.md
+    .venv/bin/python scripts/validation_report.py work/folds/eval_stage1_fold{0,1,2,3,4} \
+        --lomo-eval NeuralTextures=work/folds/eval_stage1_fold0_noNeuralTextures --out work/validation.md
 
 What a recipe change adds, on the same held-out frames: `--versus OTHER_EVAL` appends OTHER minus the
 first folder, per measure, with a paired cluster-bootstrap interval (both models' scores of a frame
@@ -70,77 +72,126 @@ def _ece(df: pd.DataFrame) -> float:
     return expected_calibration_error(df["score"], df["label"])[0]
 
 
-def _rate(threshold: float) -> Stat:
-    return lambda d: float((d["score"] >= threshold).mean())
+def _rate(d: pd.DataFrame) -> float:
+    """Share of rows called fake, each at the threshold of the model that scored it (its fold's)."""
+    return float((d["score"] >= d["threshold"]).mean())
 
 
 def _drop(name: str) -> Stat:
     return lambda d: roc_auc(d["label"], d["score"]) - roc_auc(d["label"], d[f"score_{name}"])
 
 
-def report(eval_dirs: list[Path], lomo: Path | None) -> str:
-    first = eval_dirs[0]
-    scores = pd.read_csv(first / "scores.csv")
-    videos = pd.read_csv(first / "videos.csv")
-    metrics = json.loads((first / "metrics.json").read_text())
-    threshold = float(metrics["threshold"])
+def _method_vs_reals(method: str) -> Stat:
+    """AUC of one method's FF++ c23 fakes against every FF++ c23 real of the rows."""
+    def stat(d: pd.DataFrame) -> float:
+        d = d[d["dataset"].isin(FFPP_FRAMES) & ((d["label"] == 0) | (d["method"] == method))]
+        return _auc(d)
+    return stat
+
+
+def load_folds(eval_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every folder's test frames and video verdicts in one table each, with the folder's `fold` (its
+    position), its model's `threshold`, and groups made unique per folder (a group is tested once)."""
+    frames, videos = [], []
+    for fold, folder in enumerate(eval_dirs):
+        threshold = float(json.loads((folder / "metrics.json").read_text())["threshold"])
+        for table, name in ((frames, "scores.csv"), (videos, "videos.csv")):
+            t = pd.read_csv(folder / name)
+            table.append(t.assign(fold=fold, threshold=threshold, group=f"{fold}:" + t["group"].astype(str)))
+    return pd.concat(frames, ignore_index=True), pd.concat(videos, ignore_index=True)
+
+
+def measures(scores: pd.DataFrame, videos: pd.DataFrame) -> list[tuple[str, pd.DataFrame, Stat, str]]:
+    """(measure, its rows, statistic, bar) for every figure of the issue's table."""
     ffpp = scores[scores["dataset"].isin(FFPP_FRAMES)]
-    c40 = scores[scores["dataset"] == "ffpp_c40"]
-    gan = scores[scores["dataset"] == "gan_faces"]
-    photos = scores[scores["dataset"].isin(REAL_PHOTOS)]
-    ff_fakes = scores[scores["dataset"].str.startswith("ffpp") & (scores["label"] == 1)]
-    c23_videos = videos[videos["dataset"] == "ffpp_c23"]
-    rows: list[tuple[str, tuple[float, float, float] | float, str]] = [
-        ("FF++ c23 held-out identities, frame AUC", cluster_bootstrap(ffpp, _auc, "group"), ">= 0.95"),
+    out: list[tuple[str, pd.DataFrame, Stat, str]] = [
+        ("FF++ c23 held-out identities, frame AUC", ffpp, _auc, ">= 0.95"),
         ("FF++ c23 held-out identities, video AUC (dfd detect verdicts)",
-         cluster_bootstrap(c23_videos, _auc, "group"), ">= 0.98"),
-        ("FF++ c40 clips of held-out identities, frame AUC", cluster_bootstrap(c40, _auc, "group"),
+         videos[videos["dataset"] == "ffpp_c23"], _auc, ">= 0.98"),
+        ("FF++ c40 clips of held-out identities, frame AUC", scores[scores["dataset"] == "ffpp_c40"], _auc,
          ">= 0.85"),
-        ("gan_faces held out, AUC", cluster_bootstrap(gan, _auc, "group"), ">= 0.95"),
+        ("gan_faces held out, AUC", scores[scores["dataset"] == "gan_faces"], _auc, ">= 0.95"),
     ]
     for name in REAL_PHOTOS:
-        part = photos[photos["dataset"] == name]
-        rows.append((f"{name} held-out reals, FPR at the threshold",
-                     cluster_bootstrap(part, _rate(threshold), "group"), "<= 0.05"))
-    rows.append(("FF++ fakes (c23 + c40), recall at the threshold",
-                 cluster_bootstrap(ff_fakes, _rate(threshold), "group"), "reported"))
-    rows.append(("ECE, all test frames", cluster_bootstrap(scores, _ece, "group"), "<= 0.05"))
+        out.append((f"{name} held-out reals, FPR at the threshold", scores[scores["dataset"] == name], _rate,
+                    "<= 0.05"))
+    ff_fakes = scores[scores["dataset"].str.startswith("ffpp") & (scores["label"] == 1)]
+    out.append(("FF++ fakes (c23 + c40), recall at the threshold", ff_fakes, _rate, "reported"))
+    out.append(("ECE, all test frames", scores, _ece, "<= 0.05"))
     for name, label in DEGRADATIONS:
-        if f"score_{name}" in scores:
-            rows.append((f"AUC drop under {label}, all test frames",
-                         cluster_bootstrap(scores, _drop(name), "group"), "<= 0.05"))
-    reals = ffpp[ffpp["label"] == 0]
+        if f"score_{name}" in scores and scores[f"score_{name}"].notna().all():
+            out.append((f"AUC drop under {label}, all test frames", scores, _drop(name), "<= 0.05"))
     for method in sorted(set(ffpp.loc[ffpp["label"] == 1, "method"])):
-        both = pd.concat([ffpp[ffpp["method"] == method], reals])
-        rows.append((f"FF++ {method} vs FF++ reals, frame AUC", cluster_bootstrap(both, _auc, "group"),
-                     "reported"))
-    fold_aucs = []
-    for folder in eval_dirs:
-        s = scores if folder == first else pd.read_csv(folder / "scores.csv")
-        fold_aucs.append(_auc(s[s["dataset"].isin(FFPP_FRAMES)]))
-    rows.append((f"FF++ frame AUC, mean over {len(fold_aucs)} fold(s) "
-                 f"({', '.join(f'{a:.3f}' for a in fold_aucs)})", float(np.mean(fold_aucs)), ">= 0.95"))
+        out.append((f"FF++ {method} vs FF++ reals, frame AUC", ffpp, _method_vs_reals(method), "reported"))
+    return out
+
+
+def _shown(value: tuple[float, float, float] | float) -> str:
+    if not isinstance(value, tuple):
+        return f"{value:.3f}"
+    if np.isnan(value[0]):
+        return "n/a (no such test data)"
+    if np.isnan(value[1]):
+        return f"{value[0]:.3f} (no interval: fewer than {MIN_GROUPS} identity groups)"
+    return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
+
+
+def _per_fold(rows: pd.DataFrame, stat: Stat, folds: int) -> str:
+    values = []
+    for fold in range(folds):
+        try:
+            values.append(stat(rows[rows["fold"] == fold]))
+        except ValueError:  # this fold has no such test data
+            values.append(np.nan)
+    if np.isnan(values).all():
+        return "n/a"
+    shown = ", ".join("n/a" if np.isnan(v) else f"{v:.3f}" for v in values)
+    return f"{np.nanmean(values):.3f} ({shown})"
+
+
+def lomo_rows(lomo_evals: list[tuple[str, Path]]) -> list[tuple[str, tuple[float, float, float] | float, str]]:
+    """Leave-one-method-out from run_folds.sh METHOD=M evaluations: M's FF++ c23 fakes against the
+    FF++ c23 reals of the test split, by a model that saw neither M nor those people. Several folds of
+    one method are pooled."""
+    by_method: dict[str, list[Path]] = {}
+    for method, folder in lomo_evals:
+        by_method.setdefault(method, []).append(folder)
+    rows: list[tuple[str, tuple[float, float, float] | float, str]] = []
+    for method, folders in sorted(by_method.items()):
+        scores, _ = load_folds(folders)
+        rows.append((f"LOMO: {method} never trained on, {len(folders)} fold(s), AUC",
+                     cluster_bootstrap(scores, _method_vs_reals(method), "group"), "reported"))
+    aucs = [r[1][0] for r in rows if isinstance(r[1], tuple) and np.isfinite(r[1][0])]
+    if aucs:
+        rows.append((f"Leave-one-method-out, mean AUC over {len(aucs)} method(s)", float(np.mean(aucs)),
+                     ">= 0.85"))
+    return rows
+
+
+def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: list[tuple[str, Path]] = ()) -> str:
+    """The table of bars. Several folders (one per k-fold test split): every frame is scored by the
+    fold model that never saw its identity group, so the pooled frames of all folds are one held-out
+    set over all groups (intervals resample groups of every fold); the per-fold mean is beside it."""
+    scores, videos = load_folds(eval_dirs)
+    folds = len(eval_dirs)
+    thresholds = ", ".join(f"{t:.3f}" for t in scores.groupby("fold")["threshold"].first())
+    lines = [f"95% intervals: cluster bootstrap over identity groups, 1000 resamples. {len(scores)} test "
+             f"frames and {len(videos)} video verdicts from {folds} test split(s), each scored by the model "
+             f"of its fold at that model's threshold ({thresholds}).", "",
+             "| measure | value [95% CI], all folds' test frames | mean over folds (per fold) | bar |",
+             "| --- | --- | --- | --- |"]
+    for name, rows, stat, bar in measures(scores, videos):
+        value = cluster_bootstrap(rows, stat, "group")
+        lines.append(f"| {name} | {_shown(value)} | {_per_fold(rows, stat, folds)} | {bar} |")
+    extra = lomo_rows(list(lomo_evals))
     if lomo is not None:
         for method, r in json.loads(lomo.read_text()).items():
             if method == "mean":
-                rows.append(("Leave-one-method-out, mean AUC", float(r["auc"]), ">= 0.85"))
+                extra.append(("Leave-one-method-out (lomo.json), mean AUC", float(r["auc"]), ">= 0.85"))
             else:
-                rows.append((f"LOMO: {method} held out, AUC", (r["auc"], r["auc_lo"], r["auc_hi"]),
-                             "reported"))
-    lines = [f"Threshold {threshold:.3f}; 95% intervals: cluster bootstrap over identity groups, 1000 "
-             f"resamples; {len(scores)} test frames, {len(videos)} video verdicts "
-             f"({metrics['data'].get('mode', '')}).", "",
-             "| measure | value [95% CI] | bar |", "| --- | --- | --- |"]
-    for name, value, bar in rows:
-        if not isinstance(value, tuple):
-            shown = f"{value:.3f}"
-        elif np.isnan(value[0]):
-            shown = "n/a (no such test data in this fold)"
-        elif np.isnan(value[1]):
-            shown = f"{value[0]:.3f} (no interval: fewer than {MIN_GROUPS} identity groups)"
-        else:
-            shown = f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
-        lines.append(f"| {name} | {shown} | {bar} |")
+                extra.append((f"LOMO (lomo.json): {method} held out, AUC", (r["auc"], r["auc_lo"], r["auc_hi"]),
+                              "reported"))
+    lines += [f"| {name} | {_shown(value)} | | {bar} |" for name, value, bar in extra]
     return "\n".join(lines) + "\n"
 
 
@@ -180,11 +231,19 @@ def compare(base: Path, other: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("eval_dirs", type=Path, nargs="+", help="`dfd evaluate` output folders, fold 0 first")
-    parser.add_argument("--lomo", type=Path)
+    parser.add_argument("--lomo", type=Path, help="lomo.json of scripts/leave_one_method_out.py")
+    parser.add_argument("--lomo-eval", action="append", default=[], metavar="METHOD=DIR",
+                        help="a run_folds.sh METHOD=M evaluation folder (repeat per method and fold)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--versus", type=Path, help="another model's evaluation of the first folder's split")
     args = parser.parse_args()
-    text = report(args.eval_dirs, args.lomo)
+    lomo_evals = []
+    for item in args.lomo_eval:
+        method, sep, folder = item.partition("=")
+        if not sep or not method:
+            parser.error(f"--lomo-eval wants METHOD=DIR, got {item!r}")
+        lomo_evals.append((method, Path(folder)))
+    text = report(args.eval_dirs, args.lomo, lomo_evals)
     if args.versus:
         text += "\n" + compare(args.eval_dirs[0], args.versus)
     if args.out:

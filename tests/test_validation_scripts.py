@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,11 +131,53 @@ def test_validation_report_gives_intervals_only_over_enough_identity_groups(tmp_
                                                   _evaluation(tmp_path / "e1", 12)], None)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines()
             if line.startswith("| FF++")}
-    assert "[" in rows["FF++ c23 held-out identities, frame AUC"]  # 12 groups: an interval
+    assert "[" in rows["FF++ c23 held-out identities, frame AUC"]  # 24 groups: an interval
     c40 = rows["FF++ c40 clips of held-out identities, frame AUC"]
-    assert "no interval: fewer than 5 identity groups" in c40
-    assert "mean over 2 fold(s)" in report and "AUC drop under JPEG 50" in report
-    assert "| gan_faces held out, AUC | n/a (no such test data in this fold) |" in report  # no crash
+    assert "no interval: fewer than 5 identity groups" in c40  # 2 groups in each of 2 folds
+    assert "AUC drop under JPEG 50" in report
+    assert "| gan_faces held out, AUC | n/a (no such test data) |" in report  # no crash
+
+
+def test_validation_report_pools_folds_at_each_models_threshold(tmp_path: Path) -> None:
+    script = load_script("validation_report")
+    folders = [_evaluation(tmp_path / f"e{k}", 6) for k in range(3)]
+    scores = [pd.read_csv(f / "scores.csv") for f in folders]
+    scores[1]["score"] = np.where(scores[1]["label"] == 1, 0.9, 0.1)  # fold 1's model is perfect
+    scores[1].to_csv(folders[1] / "scores.csv", index=False)
+    (folders[2] / "metrics.json").write_text(json.dumps({"threshold": 2.0}))  # calls nothing fake
+    report = script.report(folders, None)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.splitlines()
+            if line.startswith("| ")}
+    ff = rows["FF++ c23 held-out identities, frame AUC"]
+    pooled = pd.concat(scores)
+    pooled = pooled[pooled["dataset"] == "ffpp_crops"]
+    assert ff[1].startswith(f"{script.roc_auc(pooled['label'], pooled['score']):.3f} [")  # 18 groups
+    per_fold = [script.roc_auc(s.loc[s["dataset"] == "ffpp_crops", "label"],
+                               s.loc[s["dataset"] == "ffpp_crops", "score"]) for s in scores]
+    assert ff[2] == f"{np.mean(per_fold):.3f} ({', '.join(f'{a:.3f}' for a in per_fold)})"
+    assert "1.000" in ff[2]
+    # c40: 2 groups in each of 3 folds = 6 groups over all folds, so the pooled figure has an interval
+    assert "[" in rows["FF++ c40 clips of held-out identities, frame AUC"][1]
+    utk = pd.concat([s[s["dataset"] == "utk_real"].assign(t=t) for s, t in zip(scores, (0.5, 0.5, 2.0))])
+    fpr = rows["utk_real held-out reals, FPR at the threshold"][1]
+    assert fpr.startswith(f"{(utk['score'] >= utk['t']).mean():.3f}")  # each fold at its threshold
+
+
+def test_validation_report_leave_one_method_out_from_fold_runs(tmp_path: Path) -> None:
+    script = load_script("validation_report")
+    nt = _evaluation(tmp_path / "noNT", 12)
+    s = pd.read_csv(nt / "scores.csv")
+    s.loc[s["label"] == 1, "method"] = np.where(np.arange((s["label"] == 1).sum()) % 2, "NeuralTextures", "DF")
+    s.to_csv(nt / "scores.csv", index=False)
+    rows = script.lomo_rows([("NeuralTextures", nt)])
+    assert rows[0][0] == "LOMO: NeuralTextures never trained on, 1 fold(s), AUC"
+    ff = s[s["dataset"] == "ffpp_crops"]
+    ff = ff[(ff["label"] == 0) | (ff["method"] == "NeuralTextures")]
+    assert rows[0][1][0] == pytest.approx(script.roc_auc(ff["label"], ff["score"]))
+    assert rows[-1] == ("Leave-one-method-out, mean AUC over 1 method(s)", rows[0][1][0], ">= 0.85")
+    cli = subprocess.run([sys.executable, str(REPO / "scripts/validation_report.py"), str(nt),
+                          "--lomo-eval", "no-equals-sign"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "METHOD=DIR" in cli.stderr
 
 
 def test_versus_gives_paired_differences_on_the_same_frames(tmp_path: Path) -> None:
