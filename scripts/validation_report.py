@@ -149,14 +149,17 @@ def _per_fold(rows: pd.DataFrame, stat: Stat, folds: int) -> str:
     return f"{np.nanmean(values):.3f} ({shown})"
 
 
-def lomo_rows(lomo_evals: list[tuple[str, Path]]) -> list[tuple[str, tuple[float, float, float] | float, str]]:
+Row = tuple[str, tuple[float, float, float] | float, str]  # measure, value or (value, low, high), bar
+
+
+def lomo_rows(lomo_evals: list[tuple[str, Path]]) -> list[Row]:
     """Leave-one-method-out from run_folds.sh METHOD=M evaluations: M's FF++ c23 fakes against the
     FF++ c23 reals of the test split, by a model that saw neither M nor those people. Several folds of
     one method are pooled."""
     by_method: dict[str, list[Path]] = {}
     for method, folder in lomo_evals:
         by_method.setdefault(method, []).append(folder)
-    rows: list[tuple[str, tuple[float, float, float] | float, str]] = []
+    rows: list[Row] = []
     for method, folders in sorted(by_method.items()):
         scores, _ = load_folds(folders)
         rows.append((f"LOMO: {method} never trained on, {len(folders)} fold(s), AUC",
@@ -189,8 +192,8 @@ def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: list[tuple[str,
             if method == "mean":
                 extra.append(("Leave-one-method-out (lomo.json), mean AUC", float(r["auc"]), ">= 0.85"))
             else:
-                extra.append((f"LOMO (lomo.json): {method} held out, AUC", (r["auc"], r["auc_lo"], r["auc_hi"]),
-                              "reported"))
+                extra.append((f"LOMO (lomo.json): {method} held out, AUC",
+                              (r["auc"], r["auc_lo"], r["auc_hi"]), "reported"))
     lines += [f"| {name} | {_shown(value)} | | {bar} |" for name, value, bar in extra]
     return "\n".join(lines) + "\n"
 

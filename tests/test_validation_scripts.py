@@ -158,7 +158,7 @@ def test_validation_report_pools_folds_at_each_models_threshold(tmp_path: Path) 
     assert "1.000" in ff[2]
     # c40: 2 groups in each of 3 folds = 6 groups over all folds, so the pooled figure has an interval
     assert "[" in rows["FF++ c40 clips of held-out identities, frame AUC"][1]
-    utk = pd.concat([s[s["dataset"] == "utk_real"].assign(t=t) for s, t in zip(scores, (0.5, 0.5, 2.0))])
+    utk = pd.concat([s[s["dataset"] == "utk_real"].assign(t=t) for s, t in zip(scores, (0.5, 0.5, 2.0), strict=True)])
     fpr = rows["utk_real held-out reals, FPR at the threshold"][1]
     assert fpr.startswith(f"{(utk['score'] >= utk['t']).mean():.3f}")  # each fold at its threshold
 
@@ -167,7 +167,8 @@ def test_validation_report_leave_one_method_out_from_fold_runs(tmp_path: Path) -
     script = load_script("validation_report")
     nt = _evaluation(tmp_path / "noNT", 12)
     s = pd.read_csv(nt / "scores.csv")
-    s.loc[s["label"] == 1, "method"] = np.where(np.arange((s["label"] == 1).sum()) % 2, "NeuralTextures", "DF")
+    fakes = s["label"] == 1
+    s.loc[fakes, "method"] = np.where(np.arange(fakes.sum()) % 2, "NeuralTextures", "DF")
     s.to_csv(nt / "scores.csv", index=False)
     rows = script.lomo_rows([("NeuralTextures", nt)])
     assert rows[0][0] == "LOMO: NeuralTextures never trained on, 1 fold(s), AUC"
