@@ -159,7 +159,8 @@ def test_validation_report_pools_folds_at_each_models_threshold(tmp_path: Path) 
     # c40: 2 groups in each of 3 folds = 6 groups over all folds, so the pooled figure has an interval
     assert "[" in rows["FF++ c40 clips of held-out identities, frame AUC"][1]
     thresholds = (0.5, 0.5, 2.0)
-    utk = pd.concat([s[s["dataset"] == "utk_real"].assign(t=t) for s, t in zip(scores, thresholds, strict=True)])
+    utk = pd.concat([s[s["dataset"] == "utk_real"].assign(t=t)
+                     for s, t in zip(scores, thresholds, strict=True)])
     fpr = rows["utk_real held-out reals, FPR at the threshold"][1]
     assert fpr.startswith(f"{(utk['score'] >= utk['t']).mean():.3f}")  # each fold at its threshold
 
