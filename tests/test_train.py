@@ -168,18 +168,20 @@ def _dataset(manifest: Path, **kw) -> CropDataset:
 
 def test_sbi_turns_reals_into_label_one_deterministically(manifest: Path) -> None:
     plain = _dataset(manifest)
-    sbi = _dataset(manifest, sbi_ratio=1.0, seed=3)
+    sbi = _dataset(manifest, sbi_p=1.0, seed=3)
     a, b = sbi[(0, 1)], sbi[(0, 1)]
     assert plain[(0, 1)]["label"] == 0 and a["label"] == 1
     assert torch.equal(a["image"], b["image"])  # same (seed, epoch, index): same sample
     assert not torch.equal(a["image"], plain[(0, 1)]["image"])
     assert a["image"].dtype == torch.float32 and a["image"].shape == (3, 32, 32)
-    half = _dataset(manifest, sbi_ratio=0.5)
+    half = _dataset(manifest, sbi_p=0.5)
     labels = [int(half[(e, i)]["label"]) for e in range(4) for i in range(len(half))]
     assert 0.25 < np.mean(labels) < 0.75
-    broken = _dataset(manifest, sbi_ratio=1.0)
+    broken = _dataset(manifest, sbi_p=1.0)
     broken.landmarks = [np.zeros(10, np.float32)] * len(broken)  # degenerate: blending refuses
     assert broken[(0, 0)]["label"] == 0 and broken.sbi_failures == 1
+    per_row = _dataset(manifest, sbi_p=np.tile([1.0, 0.0], len(plain))[:len(plain)])
+    assert [int(per_row[(0, i)]["label"]) for i in range(4)] == [1, 0, 1, 0]
 
 
 def test_class_balanced_order_is_half_and_half() -> None:
@@ -378,6 +380,31 @@ def test_dataset_balance_makes_every_dataset_half_fake() -> None:
     assert real_only_datasets(rows).tolist() == [False] * 13 + [True] * 20
     sampler = ShardedBatchSampler(spec, 8)
     assert len(sampler) == 5 and sum(len(b) for b in sampler) == 40
+
+
+def test_in_domain_self_blends_keep_every_dataset_half_fake(tmp_path: Path, manifest: Path) -> None:
+    """mixed_sbi_ratio r: a quarter of the draws of FF++-like reals are blended, so that dataset's own
+    fakes are drawn half as often (1 - 2r): reals kept = blends + own fakes, in expectation."""
+    from deepfake_detection.train.setup import sbi_probabilities
+
+    labels = np.array([0] * 8 + [1] * 40 + [0] * 20)
+    datasets = ["ffpp"] * 48 + ["photos"] * 20
+    spec = OrderSpec(labels, ["g"] * 68, seed=0, datasets=datasets, mixed_sbi=0.25)
+    order = spec.order(epoch=0, micro_batch=8)
+    names = np.asarray(datasets)[order]
+    ff = labels[order][names == "ffpp"]
+    assert (ff == 0).sum() == 40 and (ff == 1).sum() == 20 and len(order) == spec.length() == 80
+    rows = pd.DataFrame({"label": labels, "dataset": datasets})
+    cfg = cfg_of(manifest, tmp_path / "run", "data.sbi=true", "data.balance_datasets=true",
+                 "data.sbi_ratio=0.5", "data.mixed_sbi_ratio=0.25")
+    p = sbi_probabilities(rows, cfg)
+    assert p.tolist() == [0.25] * 8 + [0.0] * 40 + [0.5] * 20
+    expected_fake = (ff == 0).sum() * 0.25 + (ff == 1).sum()
+    assert expected_fake == (ff == 0).sum() * 0.75  # half real, half fake in expectation
+    plain = cfg_of(manifest, tmp_path / "run", "data.sbi=true", "data.balance_datasets=true")
+    assert sbi_probabilities(rows, plain).tolist() == [0.0] * 48 + [0.5] * 20  # default: no change
+    with pytest.raises(ConfigError, match="needs data.balance_datasets"):
+        train(cfg_of(manifest, tmp_path / "run", "data.sbi=true", "data.mixed_sbi_ratio=0.25"))
 
 
 def test_balance_datasets_trains(tmp_path: Path, manifest: Path) -> None:

@@ -49,6 +49,10 @@ class DataConfig(_Strict):
     # label: datasets with fakes repeat their minority class and keep their reals unblended; datasets
     # without fakes (real photo pools) get theirs from self-blending (sbi_ratio).
     balance_datasets: bool = False
+    # With balance_datasets: the share of draws of a real crop from a dataset WITH fakes (FF++ frames)
+    # that are self-blended, so blending traces are also learnt on that source's own faces (the SBI
+    # recipe); that dataset's own fakes are drawn 1 - 2x as often, keeping it half real, half fake.
+    mixed_sbi_ratio: float = Field(default=0.0, ge=0.0, lt=0.5)
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
     num_workers: int = Field(default=2, ge=0)

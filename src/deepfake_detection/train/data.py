@@ -82,12 +82,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> np.random.Generator:
 class CropDataset(Dataset[dict[str, Any]]):
     """Crops of a manifest frame. `dataset[(epoch, i)]` -> {image: float32 (3,S,S), label, index}.
 
-    Real rows are turned into self-blended fakes (label 1) with probability `sbi_ratio`, decided per
-    (seed, epoch, index); when blending refuses the landmarks the untouched real is kept (label 0).
+    A real row i is turned into a self-blended fake (label 1) with probability `sbi_p[i]` (one number:
+    every real row), decided per (seed, epoch, index); when blending refuses the landmarks the untouched
+    real is kept (label 0).
     Both classes then go through the same `transform` and the spec's normalisation (as inference)."""
 
-    def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *, sbi_ratio: float = 0.0,
-                 sbi_rows: np.ndarray | None = None, seed: int = 0, blend: BlendConfig | None = None) -> None:
+    def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
+                 sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None) -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -95,9 +96,9 @@ class CropDataset(Dataset[dict[str, Any]]):
         lm68 = rows["landmarks68"] if "landmarks68" in rows else [None] * len(rows)
         self.landmarks68 = list(lm68)
         self.spec, self.transform, self.seed, self.blend = spec, transform, seed, blend
-        self.sbi_ratio = sbi_ratio
-        # Which real rows may be blended (None: all); validation uses a fixed half of its reals.
-        self.sbi_rows = sbi_rows
+        # Per row; fakes are never blended. Validation gives a fixed half of its reals 1.0, the rest 0.
+        per_row = np.broadcast_to(np.asarray(sbi_p, np.float64), len(rows))
+        self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
         self.sbi_failures = 0  # per process; for the log, not for correctness
 
     def __len__(self) -> int:
@@ -115,8 +116,8 @@ class CropDataset(Dataset[dict[str, Any]]):
         tf_seed = int(rng.integers(2**31))  # drawn first: independent of how much the blend consumes
         image = self._read(i)
         label = int(self.labels[i])
-        eligible = label == 0 and (self.sbi_rows is None or bool(self.sbi_rows[i]))
-        if eligible and self.sbi_ratio > 0 and rng.random() < self.sbi_ratio:
+        p = float(self.sbi_p[i])
+        if p > 0 and rng.random() < p:
             lm = self.landmarks[i]
             try:
                 if lm is None:
@@ -198,25 +199,34 @@ def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, se
     return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
 
 
-def _dataset_classes(labels: np.ndarray, datasets: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """Per dataset (sorted): its real rows, its fake rows and how many of each an epoch draws (the
-    majority's count when it holds both classes; 0 for a one-class dataset, drawn once as it is)."""
+DatasetDraws = tuple[np.ndarray, np.ndarray, int, int]  # reals, fakes, real draws, fake draws
+
+
+def _dataset_classes(labels: np.ndarray, datasets: Sequence[str],
+                     mixed_sbi: float = 0.0) -> list[DatasetDraws]:
+    """Per dataset (sorted): its real rows, its fake rows and how many draws of each an epoch makes.
+    A dataset with both classes: reals drawn the majority's count n, fakes n x (1 - 2 mixed_sbi), so
+    that with a share `mixed_sbi` of its real draws self-blended it stays half real, half fake. A
+    one-class dataset: (0, 0), drawn once as it is."""
     names = np.asarray(datasets)
     out = []
     for name in sorted(set(datasets)):
         rows = np.flatnonzero(names == name)
         reals, fakes = rows[labels[rows] == 0], rows[labels[rows] == 1]
-        out.append((reals, fakes, max(len(reals), len(fakes)) if len(reals) and len(fakes) else 0))
+        n = max(len(reals), len(fakes)) if len(reals) and len(fakes) else 0
+        out.append((reals, fakes, n, round(n * (1 - 2 * mixed_sbi))))
     return out
 
 
-def dataset_balanced_order(labels: np.ndarray, datasets: Sequence[str], seed: int, epoch: int) -> np.ndarray:
+def dataset_balanced_order(labels: np.ndarray, datasets: Sequence[str], seed: int, epoch: int,
+                           mixed_sbi: float = 0.0) -> np.ndarray:
     """Per dataset holding both classes, as many reals as fakes (the minority repeated, fresh
-    permutations); real-only or fake-only datasets once each; all shuffled together."""
+    permutations; see `_dataset_classes` for `mixed_sbi`); real-only or fake-only datasets once each;
+    all shuffled together."""
     rng = _rng(seed, epoch, 4)
     parts = []
-    for reals, fakes, n in _dataset_classes(labels, datasets):
-        parts += [_cycle(reals, n, rng), _cycle(fakes, n, rng)] if n else [reals, fakes]
+    for reals, fakes, n_real, n_fake in _dataset_classes(labels, datasets, mixed_sbi):
+        parts += [_cycle(reals, n_real, rng), _cycle(fakes, n_fake, rng)] if n_real else [reals, fakes]
     return rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
@@ -230,17 +240,18 @@ class OrderSpec:
     class_balance: bool = False
     pair_sources: bool = False
     datasets: Sequence[str] | None = None  # given: every dataset half real, half fake (balance_datasets)
+    mixed_sbi: float = 0.0  # with datasets: share of the real draws of datasets with fakes that are blended
 
     def length(self) -> int:
         """Rows per epoch: every row once, except with dataset balance (minority classes repeated)."""
         if self.datasets is None:
             return len(self.labels)
-        parts = _dataset_classes(self.labels, self.datasets)
-        return sum(2 * n if n else len(r) + len(f) for r, f, n in parts)
+        parts = _dataset_classes(self.labels, self.datasets, self.mixed_sbi)
+        return sum(n_real + n_fake if n_real else len(r) + len(f) for r, f, n_real, n_fake in parts)
 
     def order(self, epoch: int, micro_batch: int) -> np.ndarray:
         if self.datasets is not None:
-            return dataset_balanced_order(self.labels, self.datasets, self.seed, epoch)
+            return dataset_balanced_order(self.labels, self.datasets, self.seed, epoch, self.mixed_sbi)
         if self.pair_sources:
             return paired_order(self.labels, self.groups, micro_batch, self.seed, epoch)
         if self.class_balance:

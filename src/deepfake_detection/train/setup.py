@@ -61,6 +61,18 @@ def real_only_datasets(rows: pd.DataFrame) -> np.ndarray:
     return ~rows["dataset"].isin(with_fakes).to_numpy()
 
 
+def sbi_probabilities(rows: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
+    """Per training row, the chance that a draw of it is self-blended (fakes: 0). With balance_datasets,
+    real-only pools get sbi_ratio and datasets with fakes of their own mixed_sbi_ratio (in-domain
+    pseudo-fakes; the order draws that many fewer of their own fakes)."""
+    if not cfg.data.sbi:
+        return np.zeros(len(rows))
+    p = np.full(len(rows), cfg.data.sbi_ratio)
+    if cfg.data.balance_datasets:
+        p = np.where(real_only_datasets(rows), cfg.data.sbi_ratio, cfg.data.mixed_sbi_ratio)
+    return np.where(rows["label"].to_numpy() == 0, p, 0.0)
+
+
 def split_rows(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = load_manifests(cfg.data.manifests)  # refuses mixed crop protocols
     train = rows[rows["split"] == "train"]
@@ -89,23 +101,25 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     size = spec.input_size
     aug = cfg.data.augment
     train_tf = build_train_transform(aug, size) if aug is not None else build_eval_transform(size)
-    sbi_ratio = cfg.data.sbi_ratio if cfg.data.sbi else 0.0
-    sbi_rows = real_only_datasets(train_rows) if cfg.data.balance_datasets else None
-    train_set = CropDataset(train_rows, spec, train_tf, sbi_ratio=sbi_ratio, sbi_rows=sbi_rows, seed=cfg.seed,
-                            blend=cfg.data.blend)
+    if cfg.data.mixed_sbi_ratio and not (cfg.data.balance_datasets and cfg.data.sbi):
+        raise ConfigError("data.mixed_sbi_ratio needs data.balance_datasets and data.sbi")
+    train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
+                            seed=cfg.seed, blend=cfg.data.blend)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
         reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
         val_sbi = np.zeros(len(val_rows), bool)
         val_sbi[reals[1::2]] = True
         log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
-    val_set = CropDataset(val_rows, spec, build_eval_transform(size), sbi_ratio=float(val_sbi is not None),
-                          sbi_rows=val_sbi, seed=cfg.seed + 1, blend=cfg.data.blend)
+    val_set = CropDataset(val_rows, spec, build_eval_transform(size),
+                          sbi_p=0.0 if val_sbi is None else val_sbi.astype(np.float64), seed=cfg.seed + 1,
+                          blend=cfg.data.blend)
     if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
         raise ConfigError("data.class_balance, data.pair_sources and data.balance_datasets: choose one")
     order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,
                       pair_sources=cfg.data.pair_sources,
-                      datasets=[str(d) for d in train_rows["dataset"]] if cfg.data.balance_datasets else None)
+                      datasets=[str(d) for d in train_rows["dataset"]] if cfg.data.balance_datasets else None,
+                      mixed_sbi=cfg.data.mixed_sbi_ratio)
     sampler = ShardedBatchSampler(order, cfg.batch_size, world_size=info.world_size, rank=info.rank,
                                   grad_accum=cfg.optim.grad_accum)
     workers = cfg.data.num_workers
