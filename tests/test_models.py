@@ -52,7 +52,7 @@ def test_architecture_end_to_end(arch: str, tmp_path: Path) -> None:
     assert ref_state.keys() == new_state.keys()
     assert all(torch.equal(ref_state[k], new_state[k]) for k in ref_state)
     with torch.no_grad():  # weights are bit-equal; kernels may pick other paths for other buffers
-        torch.testing.assert_close(loaded(x), out, rtol=0, atol=1e-6)
+        torch.testing.assert_close(loaded(x), out, rtol=1e-5, atol=1e-5)
 
     # ONNX: exported spec reads back equal, runtime output matches torch
     onnx_path = export_onnx(model, spec, tmp_path / f"{arch}.onnx")

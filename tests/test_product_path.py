@@ -132,6 +132,44 @@ def test_prepare_train_predictor_chain_uses_the_same_crops(prepared: Path, tmp_p
         assert np.abs(other.astype(int) - cv2.cvtColor(stored, cv2.COLOR_BGR2RGB)).mean() > 5
 
 
+def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
+        prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dfd calibrate` without changes reproduces the fit `dfd train` made (same validation files,
+    same path); with --tta hflip the served logit is the mean of the crop's and its mirror's."""
+    from deepfake_detection.infer.predictor import Predictor
+    from deepfake_detection.models.files import load_model_file
+
+    run = _train(prepared, tmp_path / "run")
+    trained = Predictor.load(run / "model.onnx").spec
+    assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "same"),
+                 "--strategy", "youden"]) == 0  # the training config's default rule
+    same = Predictor.load(tmp_path / "same" / "model.onnx").spec
+    assert same.temperature == pytest.approx(trained.temperature, rel=1e-4)
+    assert same.threshold == pytest.approx(trained.threshold, rel=1e-4) and not same.tta_hflip
+
+    assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "tta"),
+                 "--tta", "hflip"]) == 0
+    assert "mirror TTA on" in capsys.readouterr().out
+    predictor = Predictor.load(tmp_path / "tta" / "model.onnx")
+    spec = predictor.spec
+    assert spec.tta_hflip and load_model_file(tmp_path / "tta" / "model.safetensors")[1] == spec
+    model, _ = load_model_file(run / "model.safetensors")
+    crop = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    crop[:, :20] = 255  # not mirror-symmetric: the two logits differ
+    from deepfake_detection.infer.preprocess import to_batch
+
+    with torch.no_grad():
+        z = model.eval()(torch.from_numpy(to_batch([crop, crop[:, ::-1].copy()], spec))).numpy().ravel()
+    assert abs(z[0] - z[1]) > 1e-4
+    expected = 1 / (1 + np.exp(-(z.mean() / spec.temperature)))
+    assert predictor.probabilities([crop])[0] == pytest.approx(expected, abs=1e-5)
+    assert not list((tmp_path / "tta").glob(".*"))  # the scratch model is gone
+
+    assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(run)]) == 1
+    assert main(["calibrate", str(run / "model.onnx"), str(prepared), "--out", str(tmp_path / "x")]) == 1
+    assert "another folder" in capsys.readouterr().err
+
+
 def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_model: Path,
                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval"

@@ -253,6 +253,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from deepfake_detection.evaluate.recalibrate import recalibrate
+
+    tta = None if args.tta is None else args.tta == "hflip"
+    spec, n = recalibrate(args.model, args.data, args.out, tta_hflip=tta, strategy=args.strategy,
+                          target_fpr=args.target_fpr, split=args.split)
+    print(f"temperature {spec.temperature:.4f}, threshold {spec.threshold:.4f} ({n} {args.split} frames, "
+          f"mirror TTA {'on' if spec.tta_hflip else 'off'}): {Path(args.out) / 'model.onnx'}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from deepfake_detection.evaluate.report import compare_table
     from deepfake_detection.evaluate.run import compare_runs
@@ -524,6 +535,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="product mode: frames per video for the video verdict (as dfd detect)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ev.set_defaults(func=_cmd_evaluate)
+
+    cal = sub.add_parser("calibrate", help="refit a model's temperature and threshold on validation files "
+                         "through the product path (optionally with mirror-image TTA)")
+    cal.add_argument("model", help="the model's .safetensors weights")
+    cal.add_argument("data", help="manifest.parquet from `dfd prepare` whose split holds the source files")
+    cal.add_argument("--out", required=True, help="folder for the refitted model.safetensors + model.onnx")
+    cal.add_argument("--split", default="val", help="manifest split to fit on (default val: never test)")
+    cal.add_argument("--tta", choices=("hflip", "none"),
+                     help="hflip: average each crop's logit with its mirror image's (twice the classifier "
+                          "compute); default: keep the model's setting")
+    cal.add_argument("--strategy", choices=("fpr", "youden", "f1"), default="fpr",
+                     help="threshold rule (default fpr, as configs/default.yaml)")
+    cal.add_argument("--target-fpr", type=_probability, default=0.05, help="for --strategy fpr")
+    cal.set_defaults(func=_cmd_calibrate)
 
     cmp = sub.add_parser("compare", help="one table across `dfd evaluate` report folders")
     cmp.add_argument("runs", nargs="+", metavar="RUN", help="folders written by `dfd evaluate --out`")

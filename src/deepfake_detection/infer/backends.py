@@ -137,12 +137,22 @@ def load_backend(
     return TorchBackend.from_file(chosen, device=device, sha256=digest)
 
 
+def spec_logits(backend: Backend, batch: np.ndarray) -> np.ndarray:
+    """The model's logits for a preprocessed NCHW batch as its spec defines them: with `tta_hflip`, the
+    mean over each crop and its mirror image (one backend call of twice the batch)."""
+    if not backend.spec.tta_hflip:
+        return backend.logits(batch)
+    n = len(batch)
+    both = backend.logits(np.concatenate([batch, batch[..., ::-1]]))
+    return (both[:n] + both[n:]) / 2
+
+
 def crop_probabilities(backend: Backend, crops: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
     """Calibrated fake probabilities (the spec's temperature) for model-sized RGB crops, in batches:
     the one scoring path shared by the Predictor and `dfd evaluate`."""
     from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
 
-    out = [sigmoid_probability(backend.logits(to_batch(list(crops[i : i + batch_size]), backend.spec)),
+    out = [sigmoid_probability(spec_logits(backend, to_batch(list(crops[i : i + batch_size]), backend.spec)),
                                backend.spec.temperature)
            for i in range(0, len(crops), batch_size)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -35,6 +35,9 @@ class ModelSpec:
     threshold: float = 0.5  # on the calibrated probability; >= threshold means "fake"
     temperature: float = 1.0  # probability = sigmoid(logit / temperature)
     name: str = ""
+    # Test-time augmentation: the logit is the mean of the crop's and its mirror image's (twice the
+    # classifier compute; temperature and threshold are fitted with it on).
+    tta_hflip: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
