@@ -7,6 +7,8 @@ training config and summary are copied beside them. The evaluation figures go in
 by hand, with the commands that reproduce them.
 
     .venv/bin/python scripts/ship_model.py work/v2_fold0 --name dfd-default-v2 --evaluation work/eval_v2_fold0
+
+`--calibrated DIR` ships a `dfd calibrate` refit of the run's weights (e.g. with mirror TTA) instead.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ def main() -> int:
     parser.add_argument("--name", required=True, help="release name stored in the spec")
     parser.add_argument("--evaluation", type=Path, required=True,
                         help="the `dfd evaluate` folder of the run's model on its held-out test split")
+    parser.add_argument("--calibrated", type=Path,
+                        help="a `dfd calibrate --out` folder of the run's weights: ship its calibration")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
     args = parser.parse_args()
-    model, spec = load_model_file(args.run / "model.safetensors")
+    model, spec = load_model_file((args.calibrated or args.run) / "model.safetensors")
     spec = replace(spec, name=args.name)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = save_model(model.eval(), spec, args.out / "default.safetensors")
@@ -42,6 +46,12 @@ def main() -> int:
     shutil.copyfile(args.run / "config.yaml", args.out / "default.train_config.yaml")
     summary = json.loads((args.run / "summary.json").read_text())
     summary.update({"name": args.name, "onnx_parity_max_abs": parity})
+    if args.calibrated:  # the run's own fit is replaced by `dfd calibrate`'s
+        fit = json.loads((args.calibrated / "calibration.json").read_text())
+        summary.update({"temperature": spec.temperature, "threshold": spec.threshold,
+                        "tta_hflip": spec.tta_hflip, "recalibration": fit,
+                        "calibrated_on": f"product path ({fit['frames']} {fit['split']} frames, "
+                                         "dfd calibrate)"})
     evaluation = json.loads((args.evaluation / "metrics.json").read_text())
     if abs(evaluation["threshold"] - spec.threshold) > 1e-9:
         raise SystemExit(f"{args.evaluation} evaluated another model (threshold {evaluation['threshold']})")

@@ -4,6 +4,8 @@ calibration measure the product's own path (decode, detect, crop, classify) on t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from deepfake_detection.data.prepare import pad_image
 from deepfake_detection.errors import DatasetError
 from deepfake_detection.train.data import crop_protocol_of, load_manifests
 from dfd_testkit.synthetic import moving_face_clip, scene, write_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -164,6 +168,25 @@ def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
     expected = 1 / (1 + np.exp(-(z.mean() / spec.temperature)))
     assert predictor.probabilities([crop])[0] == pytest.approx(expected, abs=1e-5)
     assert not list((tmp_path / "tta").glob(".*"))  # the scratch model is gone
+    fit = json.loads((tmp_path / "tta" / "calibration.json").read_text())
+    assert fit["tta_hflip"] and fit["split"] == "val" and fit["threshold"] == spec.threshold
+
+    # scripts/ship_model.py --calibrated bundles that refit with the run's config, summary and the
+    # evaluation of exactly that model (a mismatched evaluation is refused).
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({"threshold": spec.threshold}))
+    ship = [sys.executable, str(REPO / "scripts/ship_model.py"), str(run), "--name", "test-v3",
+            "--evaluation", str(evaluation), "--calibrated", str(tmp_path / "tta"),
+            "--out", str(tmp_path / "b")]
+    assert subprocess.run(ship, capture_output=True, text=True).returncode == 0
+    shipped = Predictor.load(tmp_path / "b" / "default.onnx").spec
+    assert shipped == replace(spec, name="test-v3")
+    metrics = json.loads((tmp_path / "b" / "default.metrics.json").read_text())
+    assert metrics["training"]["recalibration"]["tta_hflip"] and metrics["training"]["tta_hflip"]
+    (evaluation / "metrics.json").write_text(json.dumps({"threshold": trained.threshold}))
+    refused = subprocess.run(ship, capture_output=True, text=True)
+    assert refused.returncode != 0 and "evaluated another model" in refused.stderr
 
     assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(run)]) == 1
     assert main(["calibrate", str(run / "model.onnx"), str(prepared), "--out", str(tmp_path / "x")]) == 1

@@ -3,17 +3,19 @@ source files through the product path (decode, detect, crop, classify), as `dfd 
 end of a run; optionally with mirror-image test-time augmentation switched on or off first, so the
 fit is made on the logits the model will serve.
 
-The weights do not change. The result (safetensors + ONNX, the spec in their metadata) goes to
-another folder: the input model stays as it was.
+The weights do not change. The result (safetensors + ONNX, the spec in their metadata, and
+calibration.json saying how it was fitted) goes to another folder: the input model stays as it was.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from deepfake_detection.errors import DFDError
+from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ def recalibrate(weights: str | Path, manifest: str | Path, out: str | Path, *, t
     spec = replace(spec, temperature=float(temperature), threshold=float(threshold))
     save_model(model, spec, out / "model.safetensors")
     export_onnx(model, spec, out / "model.onnx")
+    record = {"weights": str(weights), "manifest": str(manifest), "split": split, "frames": n,
+              "strategy": strategy, "target_fpr": target_fpr, "temperature": spec.temperature,
+              "threshold": spec.threshold, "tta_hflip": spec.tta_hflip}
+    write_text_atomic(out / "calibration.json", json.dumps(record, indent=2) + "\n")
     log.info("%s: T %.3f, threshold %.4f on %d validation frames (tta_hflip %s)", out, spec.temperature,
              spec.threshold, n, spec.tta_hflip)
     return spec, n
