@@ -319,6 +319,11 @@ evaluate {img} {work} --out {img}
 evaluate missing.onnx {work} --out {work}/e
 evaluate m d --out o --bootstrap -1
 evaluate {img} {work} --out {work}/e
+calibrate
+calibrate {img} {work} --out {work}/cal
+calibrate {work}/missing.safetensors {work} --out {work}/cal
+calibrate m.safetensors d --out o --tta vflip
+calibrate m.safetensors d --out o --target-fpr 2
 compare {work} --out {img}
 compare {work}/nope --out {work}/c
 augment-preview {work}/nope.jpg --out {work}/s.png
