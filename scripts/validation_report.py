@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,8 @@ def _method_vs_reals(method: str) -> Stat:
 def load_folds(eval_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every folder's test frames and video verdicts in one table each, with the folder's `fold` (its
     position), its model's `threshold`, and groups made unique per folder (a group is tested once)."""
-    frames, videos = [], []
+    frames: list[pd.DataFrame] = []
+    videos: list[pd.DataFrame] = []
     for fold, folder in enumerate(eval_dirs):
         threshold = float(json.loads((folder / "metrics.json").read_text())["threshold"])
         for table, name in ((frames, "scores.csv"), (videos, "videos.csv")):
@@ -152,7 +153,7 @@ def _per_fold(rows: pd.DataFrame, stat: Stat, folds: int) -> str:
 Row = tuple[str, tuple[float, float, float] | float, str]  # measure, value or (value, low, high), bar
 
 
-def lomo_rows(lomo_evals: list[tuple[str, Path]]) -> list[Row]:
+def lomo_rows(lomo_evals: Sequence[tuple[str, Path]]) -> list[Row]:
     """Leave-one-method-out from run_folds.sh METHOD=M evaluations: M's FF++ c23 fakes against the
     FF++ c23 reals of the test split, by a model that saw neither M nor those people. Several folds of
     one method are pooled."""
@@ -171,7 +172,7 @@ def lomo_rows(lomo_evals: list[tuple[str, Path]]) -> list[Row]:
     return rows
 
 
-def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: list[tuple[str, Path]] = ()) -> str:
+def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: Sequence[tuple[str, Path]] = ()) -> str:
     """The table of bars. Several folders (one per k-fold test split): every frame is scored by the
     fold model that never saw its identity group, so the pooled frames of all folds are one held-out
     set over all groups (intervals resample groups of every fold); the per-fold mean is beside it."""
@@ -186,7 +187,7 @@ def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: list[tuple[str,
     for name, rows, stat, bar in measures(scores, videos):
         value = cluster_bootstrap(rows, stat, "group")
         lines.append(f"| {name} | {_shown(value)} | {_per_fold(rows, stat, folds)} | {bar} |")
-    extra = lomo_rows(list(lomo_evals))
+    extra = lomo_rows(lomo_evals)
     if lomo is not None:
         for method, r in json.loads(lomo.read_text()).items():
             if method == "mean":
