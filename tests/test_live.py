@@ -426,7 +426,10 @@ def test_first_detection_of_each_thread_does_not_set_k(predictor: Predictor, two
         ks = [result.detect_every for _, result in pipeline.run(capture)]
     worker_calls = [blank for name, blank in calls if name.startswith("dfd-detect")]
     assert worker_calls[0] and not any(worker_calls[1:])  # warmed on a blank frame first
-    assert pipeline.detections >= 5 and set(ks) == {2}, ks
+    # Had a 200 ms run counted, k would sit at the cap (200 ms / half of a ~2 ms frame) for a dozen
+    # detections. The steady no-op detections are not 0 ms: the detector thread can wait up to the
+    # GIL switch interval (5 ms) for its turn, which on a busy machine legitimately gives k = 3-5.
+    assert pipeline.detections >= 5 and max(ks) < LiveConfig().max_detect_every, ks
 
 
 def test_unmatched_tracks_hold_still_and_are_not_rescored(predictor: Predictor, two_faces: Path,
