@@ -1,5 +1,6 @@
 """The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
-of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py)."""
+of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py,
+scripts/archive_evaluation.py)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,27 @@ def test_versus_gives_paired_differences_on_the_same_frames(tmp_path: Path) -> N
     with pytest.raises(SystemExit, match="not one test split"):
         better.iloc[:10].to_csv(other / "scores.csv", index=False)
         script.compare(base, other)
+
+
+def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: Path) -> None:
+    folder = _evaluation(tmp_path / "e0", 12)
+    scores = pd.read_csv(folder / "scores.csv")
+    scores["source_path"] = [f"/corpus/secret_{i:05d}.jpg" for i in range(len(scores))]
+    scores["source_id"] = "csv:corpus/" + scores["source_path"]
+    scores.to_csv(folder / "scores.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps(
+        {"threshold": 0.5, "data": {"mode": "product path (decode, detect, crop, classify)",
+                                    "unreadable_sources": [{"path": "/corpus/secret_broken.jpg"}]}}))
+    archived = load_script("archive_evaluation").archive(folder, tmp_path / "kept")
+    assert "secret" not in "".join(p.read_text() for p in archived.iterdir())
+    kept = pd.read_csv(archived / "scores.csv")
+    assert kept["source_id"].nunique() == len(scores) and "source_path" not in kept.columns
+    assert json.loads((archived / "metrics.json").read_text())["data"]["unreadable_sources"] == 1
+    script = load_script("validation_report")
+    assert script.report([archived], None) == script.report([folder], None)
+    (folder / "metrics.json").write_text(json.dumps({"threshold": 0.5, "data": {"mode": "stored crops"}}))
+    with pytest.raises(SystemExit, match="not a product-path evaluation"):
+        load_script("archive_evaluation").archive(folder, tmp_path / "crops")
 
 
 def test_committed_corpus_listing_keeps_every_ffpp_identity_in_one_fold() -> None:

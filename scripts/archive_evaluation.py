@@ -1,0 +1,60 @@
+"""Keep a `dfd evaluate` result in the repository without any file of the corpus named in it.
+
+`work/`, where fold runs and their evaluations live, is never committed, so a new session loses
+them and cannot pool folds it did not run itself. This writes what scripts/validation_report.py reads
+(metrics.json, scores.csv, videos.csv) to OUT with every source path dropped and every source id
+replaced by a SHA-256 prefix (ids stay joinable across archives of the same split, for
+`--versus`; file names of the corpus, which DATA.md keeps out of the repository, do not appear).
+Scores, labels, methods, datasets and identity-group ids (made by scripts/build_corpus_listing.py)
+are kept: numbers a model produced, not data.
+
+    .venv/bin/python scripts/archive_evaluation.py work/folds/eval_stage1_fold3 \
+        models/evaluations/stage1_fold3
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from deepfake_detection.io.atomic import write_text_atomic
+
+TABLES = ("scores.csv", "videos.csv")
+
+
+def _hashed(source_id: object) -> str:
+    return hashlib.sha256(str(source_id).encode()).hexdigest()[:16]
+
+
+def archive(evaluation: Path, out: Path) -> Path:
+    """Write the stripped copy of `evaluation` to `out` (created; its three files replaced)."""
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    if "product path" not in str((metrics.get("data") or {}).get("mode", "")):
+        raise SystemExit(f"{evaluation}: not a product-path evaluation (dfd evaluate --mode product)")
+    data = metrics.get("data") or {}
+    data["unreadable_sources"] = len(data.get("unreadable_sources") or [])  # paths: counted, not named
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        table = pd.read_csv(evaluation / name).drop(columns=["source_path"], errors="ignore")
+        if "source_id" in table.columns:
+            table["source_id"] = table["source_id"].map(_hashed)
+        write_text_atomic(out / name, table.to_csv(index=False))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("evaluation", type=Path, help="a `dfd evaluate --out` folder (product mode)")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    print(archive(args.evaluation, args.out))
+
+
+if __name__ == "__main__":
+    main()
