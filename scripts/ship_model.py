@@ -1,6 +1,6 @@
 """Copy a trained run into the bundled default model (src/deepfake_detection/bundled/default.*).
 
-The run's best weights keep their spec (crop protocol, temperature and threshold fitted on the
+The run's best weights keep their spec (crop protocol, temperature, bias and threshold fitted on the
 validation split through the product path) and get the release name; the ONNX file is exported
 again from them (ONNX Runtime parity checked), the sha256 sidecars are written, and the run's
 training config and summary are copied beside them. The evaluation figures go into the model card
@@ -48,7 +48,7 @@ def main() -> int:
     summary.update({"name": args.name, "onnx_parity_max_abs": parity})
     if args.calibrated:  # the run's own fit is replaced by `dfd calibrate`'s
         fit = json.loads((args.calibrated / "calibration.json").read_text())
-        summary.update({"temperature": spec.temperature, "threshold": spec.threshold,
+        summary.update({"temperature": spec.temperature, "bias": spec.bias, "threshold": spec.threshold,
                         "tta_hflip": spec.tta_hflip, "recalibration": fit,
                         "calibrated_on": f"product path ({fit['frames']} {fit['split']} frames, "
                                          "dfd calibrate)"})
@@ -59,7 +59,7 @@ def main() -> int:
     (args.out / "default.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"{args.name}: {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB), "
           f"{weights} ({weights.stat().st_size / 2**20:.1f} MiB), threshold {spec.threshold:.4f}, "
-          f"T {spec.temperature:.3f}, crop {spec.crop}, parity {parity:.2e}")
+          f"T {spec.temperature:.3f}, bias {spec.bias:.3f}, crop {spec.crop}, parity {parity:.2e}")
     return 0
 
 

@@ -47,7 +47,7 @@ def crops() -> list[np.ndarray]:
 
 def _probabilities(backend: object, crops: list[np.ndarray]) -> np.ndarray:
     spec = backend.spec  # type: ignore[attr-defined]
-    return sigmoid_probability(backend.logits(to_batch(crops, spec)), spec.temperature)  # type: ignore[attr-defined]
+    return sigmoid_probability(backend.logits(to_batch(crops, spec)), spec.temperature, spec.bias)  # type: ignore[attr-defined]
 
 
 def test_both_formats_give_the_same_probabilities(model_dir: Path, crops: list[np.ndarray]) -> None:

@@ -426,6 +426,8 @@ def test_train_warns_and_strict_fails(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run_problems({"val_auc": 0.93, "temperature": 1.4}) == []
     assert len(run_problems({"val_auc": 0.35, "temperature": 20.0})) == 2
     assert len(run_problems({"val_auc": float("nan"), "temperature": 0.05})) == 2
+    assert "bias -10 hit its bound" in run_problems({"val_auc": 0.93, "temperature": 1.4, "bias": -10.0})[0]
+    assert run_problems({"val_auc": 0.93, "temperature": 1.4, "bias": 2.5}) == []
     run = tmp_path / "run"
     run.mkdir()
     (run / "summary.json").write_text(json.dumps({"val_auc": 0.35, "temperature": 20.0}))

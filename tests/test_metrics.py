@@ -18,11 +18,14 @@ from deepfake_detection.evaluate import (
     binary_metrics,
     bootstrap_auc_ci,
     breakdown,
+    calibrated,
     choose_threshold,
     compare_table,
     eer,
     evaluate_predictions,
     expected_calibration_error,
+    fit_calibration,
+    fit_platt,
     fit_temperature,
     log_loss,
     make_plots,
@@ -176,6 +179,28 @@ def test_fit_temperature_recovers_known_temperature() -> None:
     assert fit_temperature(z / 2, y) == pytest.approx(0.5, rel=0.1)
     with pytest.raises(ValueError, match="both"):
         fit_temperature(z, np.ones_like(y))
+
+
+def test_platt_fits_the_offset_that_temperature_scaling_cannot() -> None:
+    """Logits offset from the truth (as balanced, self-blended training leaves them on real material):
+    P(fake) = sigmoid(z / 2 - 1). Platt recovers T 2 and bias -1 and is calibrated; temperature alone
+    stays miscalibrated whatever T it picks. Neither changes the ranking."""
+    rng = np.random.default_rng(3)
+    z = rng.normal(1.0, 3.0, 50_000)
+    y = (rng.random(z.size) < sigmoid(z / 2 - 1)).astype(int)
+    temperature, bias = fit_platt(z, y)
+    assert temperature == pytest.approx(2.0, rel=0.05) and bias == pytest.approx(-1.0, abs=0.05)
+    t_only = fit_temperature(z, y)
+    platt_ece = expected_calibration_error(calibrated(z, temperature, bias), y)[0]
+    temp_ece = expected_calibration_error(calibrated(z, t_only), y)[0]
+    assert platt_ece < 0.01 and temp_ece > 0.05
+    assert fit_calibration(z, y, "platt") == (temperature, bias)
+    assert fit_calibration(z, y, "temperature") == (t_only, 0.0)
+    assert roc_auc(y, calibrated(z, temperature, bias)) == pytest.approx(roc_auc(y, z))
+    with pytest.raises(ValueError, match="unknown calibration"):
+        fit_calibration(z, y, "isotonic")
+    with pytest.raises(ValueError, match="both"):
+        fit_platt(z, np.zeros_like(y))
 
 
 def test_threshold_strategies_on_two_gaussians() -> None:

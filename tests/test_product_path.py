@@ -149,6 +149,7 @@ def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
                  "--strategy", "youden"]) == 0  # the training config's default rule
     same = Predictor.load(tmp_path / "same" / "model.onnx").spec
     assert same.temperature == pytest.approx(trained.temperature, rel=1e-4)
+    assert same.bias == pytest.approx(trained.bias, abs=1e-4) and trained.bias != 0.0  # Platt, the default
     assert same.threshold == pytest.approx(trained.threshold, rel=1e-4) and not same.tta_hflip
 
     assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "tta"),
@@ -165,11 +166,16 @@ def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
     with torch.no_grad():
         z = model.eval()(torch.from_numpy(to_batch([crop, crop[:, ::-1].copy()], spec))).numpy().ravel()
     assert abs(z[0] - z[1]) > 1e-4
-    expected = 1 / (1 + np.exp(-(z.mean() / spec.temperature)))
+    expected = 1 / (1 + np.exp(-(z.mean() / spec.temperature + spec.bias)))
     assert predictor.probabilities([crop])[0] == pytest.approx(expected, abs=1e-5)
     assert not list((tmp_path / "tta").glob(".*"))  # the scratch model is gone
     fit = json.loads((tmp_path / "tta" / "calibration.json").read_text())
     assert fit["tta_hflip"] and fit["split"] == "val" and fit["threshold"] == spec.threshold
+    assert fit["calibration"] == "platt" and fit["bias"] == spec.bias
+
+    assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "temp"),
+                 "--calibration", "temperature"]) == 0
+    assert Predictor.load(tmp_path / "temp" / "model.onnx").spec.bias == 0.0  # temperature scaling alone
 
     # scripts/ship_model.py --calibrated bundles that refit with the run's config, summary and the
     # evaluation of exactly that model (a mismatched evaluation is refused).

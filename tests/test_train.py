@@ -249,6 +249,7 @@ def test_loss_falls_best_on_val_auc_and_calibrated_export(tmp_path: Path, manife
 
     spec = read_onnx_spec(run / "model.onnx")
     assert spec.temperature == pytest.approx(summary["temperature"]) and spec.temperature != 1.0
+    assert summary["calibration"] == "platt" and spec.bias == pytest.approx(summary["bias"])
     assert spec.threshold == pytest.approx(summary["threshold"]) and 0 < spec.threshold < 1
     model, tspec = load_model_file(run / "model.safetensors")
     assert tspec == spec

@@ -258,8 +258,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     tta = None if args.tta is None else args.tta == "hflip"
     spec, n = recalibrate(args.model, args.data, args.out, tta_hflip=tta, strategy=args.strategy,
-                          target_fpr=args.target_fpr, split=args.split)
-    print(f"temperature {spec.temperature:.4f}, threshold {spec.threshold:.4f} ({n} {args.split} frames, "
+                          target_fpr=args.target_fpr, split=args.split, calibration=args.calibration)
+    print(f"temperature {spec.temperature:.4f}, bias {spec.bias:.4f}, threshold {spec.threshold:.4f} "
+          f"({args.calibration} on {n} {args.split} frames, "
           f"mirror TTA {'on' if spec.tta_hflip else 'off'}): {Path(args.out) / 'model.onnx'}")
     return 0
 
@@ -536,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ev.set_defaults(func=_cmd_evaluate)
 
-    cal = sub.add_parser("calibrate", help="refit a model's temperature and threshold on validation files "
+    cal = sub.add_parser("calibrate", help="refit a model's calibration and threshold on validation files "
                          "through the product path (optionally with mirror-image TTA)")
     cal.add_argument("model", help="the model's .safetensors weights")
     cal.add_argument("data", help="manifest.parquet from `dfd prepare` whose split holds the source files")
@@ -548,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--strategy", choices=("fpr", "youden", "f1"), default="fpr",
                      help="threshold rule (default fpr, as configs/default.yaml)")
     cal.add_argument("--target-fpr", type=_probability, default=0.05, help="for --strategy fpr")
+    cal.add_argument("--calibration", choices=("platt", "temperature"), default="platt",
+                     help="platt: sigmoid(z / T + bias), slope and offset (default, as "
+                          "configs/default.yaml); temperature: T alone")
     cal.set_defaults(func=_cmd_calibrate)
 
     cmp = sub.add_parser("compare", help="one table across `dfd evaluate` report folders")

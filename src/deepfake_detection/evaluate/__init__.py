@@ -5,7 +5,14 @@ Library code uses NumPy, SciPy, pandas, OpenCV and matplotlib only (scikit-learn
 
 from __future__ import annotations
 
-from deepfake_detection.evaluate.calibration import choose_threshold, fit_temperature, sigmoid
+from deepfake_detection.evaluate.calibration import (
+    calibrated,
+    choose_threshold,
+    fit_calibration,
+    fit_platt,
+    fit_temperature,
+    sigmoid,
+)
 from deepfake_detection.evaluate.metrics import (
     average_precision,
     binary_metrics,
@@ -30,12 +37,15 @@ __all__ = [
     "binary_metrics",
     "bootstrap_auc_ci",
     "breakdown",
+    "calibrated",
     "choose_threshold",
     "compare_table",
     "eer",
     "evaluate_level",
     "evaluate_predictions",
     "expected_calibration_error",
+    "fit_calibration",
+    "fit_platt",
     "fit_temperature",
     "log_loss",
     "make_plots",

@@ -1,8 +1,13 @@
-"""Temperature scaling and decision thresholds, both fitted on VALIDATION data only.
+"""Calibration (temperature scaling or Platt scaling) and decision thresholds, both fitted on
+VALIDATION data only.
 
 Fitting either on the test set makes the reported accuracy, F1 and calibration optimistic (the
-DeepfakeBench caveat in ANCHORS.md). The model then stores both: probability = sigmoid(logit / T),
-verdict fake when probability >= threshold.
+DeepfakeBench caveat in ANCHORS.md). The model then stores them: probability =
+sigmoid(logit / T + bias), verdict fake when probability >= threshold. Temperature scaling alone
+(bias 0) can only sharpen or soften: it cannot remove an offset, and a detector trained on balanced,
+self-blended classes is offset on real material (it calls "fake" more often than fakes occur). Platt
+scaling fits the bias too. Both keep the ranking, so AUC and the verdicts at a rank-based threshold
+are unchanged; only the probabilities (and ECE) move.
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 
 from deepfake_detection.evaluate.metrics import _clf_curve, _labels_scores
 
-__all__ = ["T_MAX", "T_MIN", "choose_threshold", "fit_temperature", "sigmoid"]
+__all__ = ["BIAS_MAX", "CALIBRATIONS", "T_MAX", "T_MIN", "calibrated", "choose_threshold", "fit_calibration",
+           "fit_platt", "fit_temperature", "sigmoid"]
 
 T_MIN, T_MAX = 0.05, 20.0
+BIAS_MAX = 10.0  # |bias| beyond this means the validation data are one class in all but name
+CALIBRATIONS = ("platt", "temperature")
 STRATEGIES = ("youden", "f1", "fpr")
 
 
@@ -25,6 +33,11 @@ def sigmoid(x: ArrayLike) -> np.ndarray:
     """Numerically stable logistic function."""
     z = np.asarray(x, dtype=np.float64)
     return np.exp(-np.logaddexp(0.0, -z))
+
+
+def calibrated(logits: ArrayLike, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """The calibrated probability sigmoid(logit / T + bias), as the model's spec defines it."""
+    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature + bias)
 
 
 def _both_classes(labels: ArrayLike, values: ArrayLike, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +62,31 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike) -> float:
     res = minimize_scalar(nll, bounds=(math.log(T_MIN), math.log(T_MAX)), method="bounded",
                           options={"xatol": 1e-6})
     return float(min(max(math.exp(res.x), T_MIN), T_MAX))
+
+
+def fit_platt(logits: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
+    """(T, bias) minimising the NLL of sigmoid(logit / T + bias) on VALIDATION data: Platt scaling,
+    parametrised like temperature scaling so that bias 0 is exactly the temperature model. T is
+    kept in [T_MIN, T_MAX] (a positive slope: the ranking never flips), |bias| <= BIAS_MAX."""
+    y, z = _both_classes(labels, logits, "fit_platt")
+    sign = np.where(y, -1.0, 1.0)
+
+    def nll(params: np.ndarray) -> float:
+        return float(np.mean(np.logaddexp(0.0, sign * (z / math.exp(params[0]) + params[1]))))
+
+    start = np.array([math.log(fit_temperature(z, y)), 0.0])
+    res = minimize(nll, start, method="L-BFGS-B",
+                   bounds=[(math.log(T_MIN), math.log(T_MAX)), (-BIAS_MAX, BIAS_MAX)])
+    return float(min(max(math.exp(res.x[0]), T_MIN), T_MAX)), float(res.x[1])
+
+
+def fit_calibration(logits: ArrayLike, labels: ArrayLike, method: str = "platt") -> tuple[float, float]:
+    """(T, bias) by `method`: "platt" (slope and offset) or "temperature" (bias 0)."""
+    if method == "platt":
+        return fit_platt(logits, labels)
+    if method == "temperature":
+        return fit_temperature(logits, labels), 0.0
+    raise ValueError(f"unknown calibration {method!r}; choose one of {CALIBRATIONS}")
 
 
 def choose_threshold(

@@ -38,6 +38,7 @@ def evaluate_predictions(
     *,
     threshold: float,
     temperature: float = 1.0,
+    bias: float = 0.0,
     model: Mapping[str, Any] | None = None,
     score_col: str = "score",
     n_boot: int = 1000,
@@ -48,7 +49,7 @@ def evaluate_predictions(
 
     Frame-level CIs resample whole clusters (`cluster_col`: sources, or identity groups, which are
     stricter: frames of one person are not independent); video-level CIs resample videos.
-    ``threshold`` and ``temperature`` must come from validation data, never from ``df``.
+    ``threshold``, ``temperature`` and ``bias`` must come from validation data, never from ``df``.
     """
     groups = df["source_id"].to_numpy() if "source_id" in df.columns else None
     clusters = df[cluster_col].to_numpy() if cluster_col in df.columns else groups
@@ -56,6 +57,7 @@ def evaluate_predictions(
         "model": dict(model or {}),
         "threshold": float(threshold),
         "temperature": float(temperature),
+        "bias": float(bias),
         "frame": evaluate_level(df["label"], df[score_col], threshold, groups=clusters, n_boot=n_boot,
                                 seed=seed, cluster_name=cluster_col if cluster_col in df.columns
                                 else "source_id"),

@@ -103,18 +103,30 @@ def score_sources(predictor: Any, df: pd.DataFrame, *, pad: float | None = None,
     return result
 
 
-def raw_logits(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """The model's logits back from calibrated probabilities p = sigmoid(z / T): z = T * logit(p)."""
+def raw_logits(probabilities: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """The model's logits back from calibrated probabilities p = sigmoid(z / T + b):
+    z = T * (logit(p) - b)."""
     p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
-    return temperature * np.log(p / (1 - p))
+    return temperature * (np.log(p / (1 - p)) - bias)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Calibration and threshold fitted on validation frames (probability = sigmoid(z / T + bias))."""
+
+    temperature: float
+    bias: float
+    threshold: float
+    frames: int
 
 
 def fit_on_product_path(predictor: Any, val_rows: pd.DataFrame, *, strategy: str, target_fpr: float,
-                        frames: int = 8) -> tuple[float, float, int]:
-    """(temperature, threshold, frames used) fitted on the validation sources through the product
-    path, from the calibrated probabilities of `predictor` (its spec's temperature is undone first).
-    DFDError when the sources cannot give both classes (moved or deleted files)."""
-    from deepfake_detection.evaluate.calibration import choose_threshold, fit_temperature, sigmoid
+                        frames: int = 8, calibration: str = "platt") -> Fit:
+    """Calibration (`calibration`: "platt" or "temperature") and threshold fitted on the validation
+    sources through the product path, from the calibrated probabilities of `predictor` (its spec's
+    calibration is undone first). DFDError when the sources cannot give both classes (moved or
+    deleted files)."""
+    from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
 
     scores = score_sources(predictor, val_rows, frames=frames)
     rows = scores.frames
@@ -122,8 +134,8 @@ def fit_on_product_path(predictor: Any, val_rows: pd.DataFrame, *, strategy: str
         raise DFDError(f"validation sources gave {len(rows)} scorable frames of "
                        f"{rows['label'].nunique() if len(rows) else 0} class(es)")
     labels = rows["label"].to_numpy()
-    logits = raw_logits(rows["score"].to_numpy(), predictor.spec.temperature)
-    temperature = fit_temperature(logits, labels)
-    threshold = choose_threshold(sigmoid(logits / temperature), labels, strategy=strategy,
+    logits = raw_logits(rows["score"].to_numpy(), predictor.spec.temperature, predictor.spec.bias)
+    temperature, bias = fit_calibration(logits, labels, calibration)
+    threshold = choose_threshold(calibrated(logits, temperature, bias), labels, strategy=strategy,
                                  target_fpr=target_fpr)
-    return temperature, threshold, len(rows)
+    return Fit(temperature, bias, threshold, len(rows))

@@ -1,7 +1,7 @@
-"""`dfd calibrate`: a trained model's temperature and threshold refitted on a manifest's validation
-source files through the product path (decode, detect, crop, classify), as `dfd train` does at the
-end of a run; optionally with mirror-image test-time augmentation switched on or off first, so the
-fit is made on the logits the model will serve.
+"""`dfd calibrate`: a trained model's calibration (Platt or temperature scaling) and threshold refitted
+on a manifest's validation source files through the product path (decode, detect, crop, classify), as
+`dfd train` does at the end of a run; optionally with mirror-image test-time augmentation switched on
+or off first, so the fit is made on the logits the model will serve.
 
 The weights do not change. The result (safetensors + ONNX, the spec in their metadata, and
 calibration.json saying how it was fitted) goes to another folder: the input model stays as it was.
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def recalibrate(weights: str | Path, manifest: str | Path, out: str | Path, *, tta_hflip: bool | None = None,
                 strategy: str = "fpr", target_fpr: float = 0.05, split: str = "val",
-                frames: int = 8) -> tuple[ModelSpec, int]:
+                frames: int = 8, calibration: str = "platt") -> tuple[ModelSpec, int]:
     """(new spec, validation frames used). `weights`: a .safetensors model file; `tta_hflip`: None
     keeps the model's setting. DFDError for a missing split, unreadable sources or out == input."""
     from deepfake_detection.evaluate.product_path import fit_on_product_path
@@ -50,17 +50,18 @@ def recalibrate(weights: str | Path, manifest: str | Path, out: str | Path, *, t
     scratch = out / ".scoring.onnx"
     try:
         predictor = Predictor.load(export_onnx(model, spec, scratch))
-        temperature, threshold, n = fit_on_product_path(predictor, rows, strategy=strategy,
-                                                        target_fpr=target_fpr, frames=frames)
+        fit = fit_on_product_path(predictor, rows, strategy=strategy, target_fpr=target_fpr, frames=frames,
+                                  calibration=calibration)
     finally:
         scratch.unlink(missing_ok=True)
-    spec = replace(spec, temperature=float(temperature), threshold=float(threshold))
+    spec = replace(spec, temperature=fit.temperature, bias=fit.bias, threshold=fit.threshold)
     save_model(model, spec, out / "model.safetensors")
     export_onnx(model, spec, out / "model.onnx")
-    record = {"weights": str(weights), "manifest": str(manifest), "split": split, "frames": n,
-              "strategy": strategy, "target_fpr": target_fpr, "temperature": spec.temperature,
-              "threshold": spec.threshold, "tta_hflip": spec.tta_hflip}
+    record = {"weights": str(weights), "manifest": str(manifest), "split": split, "frames": fit.frames,
+              "calibration": calibration, "strategy": strategy, "target_fpr": target_fpr,
+              "temperature": spec.temperature, "bias": spec.bias, "threshold": spec.threshold,
+              "tta_hflip": spec.tta_hflip}
     write_text_atomic(out / "calibration.json", json.dumps(record, indent=2) + "\n")
-    log.info("%s: T %.3f, threshold %.4f on %d validation frames (tta_hflip %s)", out, spec.temperature,
-             spec.threshold, n, spec.tta_hflip)
-    return spec, n
+    log.info("%s: T %.3f, bias %.3f, threshold %.4f on %d validation frames (tta_hflip %s)", out,
+             spec.temperature, spec.bias, spec.threshold, fit.frames, spec.tta_hflip)
+    return spec, fit.frames

@@ -6,7 +6,8 @@ The ``results`` dict (``pipeline.evaluate_predictions`` builds all but ``robustn
       "model": {"name": str, "arch": str, "params": int, "file_size_mb": float, "sha256": str, ...},
       "threshold": float,            # chosen on validation data (calibration.choose_threshold)
       "threshold_strategy": str,     # optional, e.g. "youden on val"
-      "temperature": float,          # calibration.fit_temperature on validation data
+      "temperature": float,          # calibration.fit_calibration on validation data ...
+      "bias": float,                 # ... probability = sigmoid(logit / temperature + bias)
       "data": {str: scalar},         # optional: manifest, split, n_frames, n_sources, n_video_verdicts, ...
       "frame": Level,                # every crop a sample
       "video": Level | None,         # mean of frame scores per source_id (DeepfakeBench video AUC)
@@ -157,6 +158,7 @@ def _document(results: Mapping[str, Any], out_dir: Path, title: str) -> list[Blo
     if results.get("threshold_strategy"):
         info["threshold_strategy"] = results["threshold_strategy"]
     info["temperature"] = results.get("temperature")
+    info["bias"] = results.get("bias", 0.0)
     blocks.append(_kv_table(info))
     if results.get("data"):
         blocks += [("h", 2, "Data"), _kv_table(results["data"])]
@@ -178,7 +180,7 @@ def _document(results: Mapping[str, Any], out_dir: Path, title: str) -> list[Blo
             rel = Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix()
             blocks.append(("img", str(name), rel))
     notes = list(results.get("notes") or [])
-    notes.append("Threshold and temperature were chosen on validation data, not on this test set.")
+    notes.append("Threshold, temperature and bias were chosen on validation data, not on this test set.")
     blocks += [("h", 2, "Notes"), ("ul", notes)]
     return blocks
 

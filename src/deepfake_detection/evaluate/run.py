@@ -111,6 +111,7 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     spec = predictor.spec
     cluster = "group" if path_scores is not None else "source_id"
     results = evaluate_predictions(df, threshold=spec.threshold, temperature=spec.temperature,
+                                   bias=spec.bias,
                                    model=_model_info(model_path, predictor), n_boot=n_boot,
                                    cluster_col=cluster)
     results["data"] = {"source": str(data_path), "split": split, "n_frames": len(df),

@@ -148,11 +148,11 @@ def spec_logits(backend: Backend, batch: np.ndarray) -> np.ndarray:
 
 
 def crop_probabilities(backend: Backend, crops: Sequence[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
-    """Calibrated fake probabilities (the spec's temperature) for model-sized RGB crops, in batches:
+    """Calibrated fake probabilities (the spec's temperature and bias) for model-sized RGB crops, in batches:
     the one scoring path shared by the Predictor and `dfd evaluate`."""
     from deepfake_detection.infer.preprocess import sigmoid_probability, to_batch
 
     out = [sigmoid_probability(spec_logits(backend, to_batch(list(crops[i : i + batch_size]), backend.spec)),
-                               backend.spec.temperature)
+                               backend.spec.temperature, backend.spec.bias)
            for i in range(0, len(crops), batch_size)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -39,9 +39,9 @@ def to_batch(crops: Sequence[np.ndarray], spec: ModelSpec) -> np.ndarray:
     return out
 
 
-def sigmoid_probability(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """sigmoid(logit / temperature) as float32; the tanh form never overflows for large |logit|."""
+def sigmoid_probability(logits: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """sigmoid(logit / temperature + bias) as float32; the tanh form never overflows for large |logit|."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    z = np.asarray(logits, np.float64) / temperature
+    z = np.asarray(logits, np.float64) / temperature + bias
     return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)

@@ -33,7 +33,8 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     crop: CropProtocol = field(default_factory=CropProtocol)
     threshold: float = 0.5  # on the calibrated probability; >= threshold means "fake"
-    temperature: float = 1.0  # probability = sigmoid(logit / temperature)
+    temperature: float = 1.0  # probability = sigmoid(logit / temperature + bias) ...
+    bias: float = 0.0  # ... (Platt scaling; 0: temperature scaling alone, as models before it)
     name: str = ""
     # Test-time augmentation: the logit is the mean of the crop's and its mirror image's (twice the
     # classifier compute; temperature and threshold are fitted with it on).

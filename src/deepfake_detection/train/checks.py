@@ -1,5 +1,5 @@
 """Sanity checks on a finished training run: a model no better than chance, or a calibration that ran
-into the temperature's bounds, must not be exported without a word (`dfd train` warns; `--strict`
+into the bounds of its temperature or bias, must not be exported without a word (`dfd train` warns; `--strict`
 fails)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from deepfake_detection.evaluate.calibration import T_MAX, T_MIN
+from deepfake_detection.evaluate.calibration import BIAS_MAX, T_MAX, T_MIN
 
 CHANCE_AUC = 0.5
 
@@ -28,6 +28,10 @@ def run_problems(summary: dict[str, Any]) -> list[str]:
         if math.isclose(t, T_MIN, rel_tol=1e-3) or math.isclose(t, T_MAX, rel_tol=1e-3):
             problems.append(f"the calibration temperature {t:g} hit its bound [{T_MIN:g}, {T_MAX:g}]: the "
                             "fake probabilities are not calibrated")
+    bias = summary.get("bias")
+    if bias is not None and math.isclose(abs(float(bias)), BIAS_MAX, rel_tol=1e-3):
+        problems.append(f"the calibration bias {float(bias):g} hit its bound +-{BIAS_MAX:g}: the fake "
+                        "probabilities are not calibrated")
     return problems
 
 

@@ -111,6 +111,10 @@ class TrainConfig(_Strict):
     # files through decode, detect, crop, classify (what users get; crops when the sources are gone),
     # "crops" uses the stored crops.
     calibrate_on: Literal["product", "crops"] = "product"
+    # How probabilities are calibrated: "platt" fits sigmoid(z / T + bias) (a slope and an offset:
+    # balanced, self-blended training leaves the logits offset on real material), "temperature"
+    # fits T alone (bias 0). Neither changes the ranking or the verdicts, only the probabilities.
+    calibration: Literal["platt", "temperature"] = "platt"
     # What picks the checkpoint (and counts for early stopping): "auc" pools every validation crop;
     # "within_source_auc" ranks fakes only against reals of their own dataset, so telling one
     # source's format from another's (web photos from video frames) earns nothing. Both are logged.

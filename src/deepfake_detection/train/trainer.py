@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from deepfake_detection.evaluate.calibration import choose_threshold, fit_temperature, sigmoid
+from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
 from deepfake_detection.evaluate.metrics import finite_or_none, roc_auc, within_source_auc
+from deepfake_detection.evaluate.product_path import Fit
 from deepfake_detection.export.onnx import check_parity, export_onnx
 from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.files import load_model_file, save_model
@@ -238,11 +239,10 @@ class Trainer:
         model = model.to(self.info.device)
         ctx = replace(self.ctx, amp_dtype=None, channels_last=False)  # float32, as exported
         logits, labels = predict(model, self.data.val_loader, ctx, self.info, desc="calibrate")
-        temperature = fit_temperature(logits, labels)
-        probs = sigmoid(logits / temperature)
-        threshold = choose_threshold(probs, labels, strategy=self.cfg.threshold_strategy,
-                                     target_fpr=self.cfg.target_fpr)
-        spec = replace(spec, temperature=float(temperature), threshold=float(threshold))
+        temperature, bias = fit_calibration(logits, labels, self.cfg.calibration)
+        threshold = choose_threshold(calibrated(logits, temperature, bias), labels,
+                                     strategy=self.cfg.threshold_strategy, target_fpr=self.cfg.target_fpr)
+        spec = replace(spec, temperature=temperature, bias=bias, threshold=float(threshold))
         if not self.info.is_main:
             return
         model = model.cpu()
@@ -252,24 +252,25 @@ class Trainer:
         if self.cfg.calibrate_on == "product":
             refit = self._fit_on_product_path(onnx_path)
             if refit is not None:
-                spec = replace(spec, temperature=refit[0], threshold=refit[1])
+                spec = replace(spec, temperature=refit.temperature, bias=refit.bias,
+                               threshold=refit.threshold)
                 save_model(model, spec, self.out / "model.safetensors")
                 onnx_path = export_onnx(model, spec, self.out / "model.onnx")
-                calibrated_on = f"product path ({refit[2]} validation frames)"
+                calibrated_on = f"product path ({refit.frames} validation frames)"
         real_batch = next(iter(self.data.val_loader))["image"][:8].float().numpy()  # real crops, not noise
         parity = check_parity(model, onnx_path, inputs=real_batch)
         summary = {
             **self._best_row_aucs(), "select_metric": self.cfg.select_metric, "best_epoch": self.best_epoch,
-            "epochs": self.epoch,
-            "early_stopped": self.stopped, "temperature": spec.temperature, "threshold": spec.threshold,
+            "epochs": self.epoch, "early_stopped": self.stopped, "calibration": self.cfg.calibration,
+            "temperature": spec.temperature, "bias": spec.bias, "threshold": spec.threshold,
             "calibrated_on": calibrated_on, "crop_protocol": asdict(spec.crop),
             "threshold_strategy": self.cfg.threshold_strategy, "val_samples": len(labels),
             "onnx_parity_max_abs": parity, "seconds": round(self.elapsed, 3),
             "world_size": self.info.world_size, "arch": spec.arch, "input_size": spec.input_size,
         }
         write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        log.info("best epoch %d, val AUC %.4f, T %.3f, threshold %.4f -> %s", self.best_epoch, self.best_auc,
-                 spec.temperature, spec.threshold, onnx_path)
+        log.info("best epoch %d, val AUC %.4f, T %.3f, bias %.3f, threshold %.4f -> %s", self.best_epoch,
+                 self.best_auc, spec.temperature, spec.bias, spec.threshold, onnx_path)
 
 
     def _best_row_aucs(self) -> dict[str, float | None]:
@@ -278,8 +279,8 @@ class Trainer:
         return {k: None if row.get(k) in (None, "") else finite_or_none(float(row[k]))
                 for k in ("val_auc", "val_auc_within")}
 
-    def _fit_on_product_path(self, onnx_path: Path) -> tuple[float, float, int] | None:
-        """Temperature and threshold refitted on the validation SOURCE files through the product path
+    def _fit_on_product_path(self, onnx_path: Path) -> Fit | None:
+        """Calibration and threshold refitted on the validation SOURCE files through the product path
         (decode, detect, crop, classify), which is what users get; None (crop fit kept, with a
         warning) when those files cannot be read any more."""
         from deepfake_detection.errors import DFDError
@@ -288,15 +289,14 @@ class Trainer:
 
         try:
             predictor = Predictor.load(onnx_path)
-            temperature, threshold, n = fit_on_product_path(
-                predictor, self.data.val_rows, strategy=self.cfg.threshold_strategy,
-                target_fpr=self.cfg.target_fpr)
+            fit = fit_on_product_path(predictor, self.data.val_rows, strategy=self.cfg.threshold_strategy,
+                                      target_fpr=self.cfg.target_fpr, calibration=self.cfg.calibration)
         except DFDError as exc:
             log.warning("calibration on the product path failed (%s): keeping the fit on stored crops", exc)
             return None
-        log.info("product-path calibration on %d validation frames: T %.3f, threshold %.4f", n,
-                 temperature, threshold)
-        return float(temperature), float(threshold), n
+        log.info("product-path calibration on %d validation frames: T %.3f, bias %.3f, threshold %.4f",
+                 fit.frames, fit.temperature, fit.bias, fit.threshold)
+        return fit
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> Path:
