@@ -41,7 +41,7 @@ def test_bundled_files_are_small_and_match_their_checksums() -> None:
 def test_bundled_model_loads_with_its_spec(predictor: Predictor) -> None:
     assert default_model_path() == MODELS / "default.onnx"
     spec = predictor.spec
-    assert spec.name == "dfd-default-v2" and spec.arch == "efficientnet_lite0"
+    assert spec.name == "dfd-default-v3" and spec.arch == "efficientnet_lite0"
     assert spec.input_size == 192 and spec.crop.detector == "retinaface"  # the protocol it was trained on
     assert 0.0 < spec.threshold < 1.0 and spec.temperature > 0.0
     card = (MODELS / "MODEL_CARD.md").read_text()
@@ -57,8 +57,8 @@ def test_real_portraits_are_real(predictor: Predictor, name: str) -> None:
 
 
 def test_self_blended_portrait_scores_far_above_its_real(predictor: Predictor) -> None:
-    # dfd-default-v2 ranks each shipped self-blend far above its portrait but below its threshold
-    # (0.72 and 0.79 against 0.803): the README and the model card say so; v1 flagged the astronaut's.
+    # dfd-default-v3 ranks each shipped self-blend far above its portrait (0.90 against 0.39, 0.53
+    # against 0.10) and flags the astronaut's (threshold 0.705): the README and the model card say so.
     for name in ("astronaut", "grace_hopper"):
         real = predictor.predict(SAMPLES / f"{name}.jpg")
         blended = predictor.predict(SAMPLES / f"{name}_selfblended.jpg")
@@ -66,7 +66,7 @@ def test_self_blended_portrait_scores_far_above_its_real(predictor: Predictor) -
     real = predictor.predict(SAMPLES / "astronaut.jpg")
     shipped = predictor.predict(SAMPLES / "astronaut_selfblended.jpg")
     # Remade from the portrait with the project's own self-blending, before JPEG compression: flagged;
-    # the sample's JPEG encoding weakens the blending traces (v2 is more JPEG-sensitive than the bar).
+    # the sample's JPEG encoding weakens the blending traces (the model is more JPEG-sensitive than the bar).
     remade = predictor.predict(self_blended(load_image(SAMPLES / "astronaut.jpg"), seed=0))
     assert remade.label == "fake", remade.fake_probability
     assert remade.fake_probability > shipped.fake_probability > real.fake_probability  # type: ignore[operator]
@@ -129,6 +129,7 @@ def test_metrics_file_describes_the_shipped_model(predictor: Predictor) -> None:
     for part in (metrics["training"], metrics["test_evaluation"]):
         assert part["threshold"] == pytest.approx(predictor.spec.threshold)
         assert part["temperature"] == pytest.approx(predictor.spec.temperature)
+        assert part["bias"] == pytest.approx(predictor.spec.bias)  # Platt calibration
 
 
 def test_bundled_model_file_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
