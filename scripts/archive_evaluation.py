@@ -33,9 +33,9 @@ def _hashed(source_id: object) -> str:
 def archive(evaluation: Path, out: Path) -> Path:
     """Write the stripped copy of `evaluation` to `out` (created; its three files replaced)."""
     metrics = json.loads((evaluation / "metrics.json").read_text())
-    if "product path" not in str((metrics.get("data") or {}).get("mode", "")):
-        raise SystemExit(f"{evaluation}: not a product-path evaluation (dfd evaluate --mode product)")
     data = metrics.get("data") or {}
+    if "product path" not in str(data.get("mode", "")):
+        raise SystemExit(f"{evaluation}: not a product-path evaluation (dfd evaluate --mode product)")
     data["unreadable_sources"] = len(data.get("unreadable_sources") or [])  # paths: counted, not named
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
 from deepfake_detection.evaluate.metrics import finite_or_none, roc_auc, within_source_auc
-from deepfake_detection.evaluate.product_path import Fit
 from deepfake_detection.export.onnx import check_parity, export_onnx
 from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.files import load_model_file, save_model
@@ -40,6 +39,9 @@ from deepfake_detection.train.config import ConfigError, TrainConfig, config_to_
 from deepfake_detection.train.loop import StepContext, bce_from_logits, predict, train_one_epoch
 from deepfake_detection.train.optim import build_optimizer, build_scheduler
 from deepfake_detection.train.setup import RunData, build_data, build_model
+
+if TYPE_CHECKING:  # product_path (pandas, the layout registry) is imported only when the fit runs
+    from deepfake_detection.evaluate.product_path import Fit
 
 log = logging.getLogger(__name__)
 
