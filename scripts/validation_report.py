@@ -6,8 +6,7 @@ videos.csv with `dfd detect`'s video verdicts, metrics.json), one per k-fold tes
 built by scripts/build_corpus_listing.py. Each figure is given twice: on the test frames of all
 folders together (every frame scored by the fold model that never saw its identity group; the 95%
 interval resamples the groups of every fold) and as the mean of the per-fold figures.
-Leave-one-method-out: `--lomo-eval METHOD=DIR` per `run_folds.sh` METHOD=M evaluation (or the older
-`--lomo lomo.json` of scripts/leave_one_method_out.py).
+Leave-one-method-out: `--lomo-eval METHOD=DIR` per `run_folds.sh` METHOD=M evaluation.
 
     .venv/bin/python scripts/validation_report.py work/folds/eval_stage1_fold{0,1,2,3,4} \
         --lomo-eval NeuralTextures=work/folds/eval_stage1_fold0_noNeuralTextures --out work/validation.md
@@ -161,18 +160,26 @@ def lomo_rows(lomo_evals: Sequence[tuple[str, Path]]) -> list[Row]:
     for method, folder in lomo_evals:
         by_method.setdefault(method, []).append(folder)
     rows: list[Row] = []
+    runs: list[pd.DataFrame] = []
     for method, folders in sorted(by_method.items()):
         scores, _ = load_folds(folders)
+        runs.append(scores.assign(held_out=method))
         rows.append((f"LOMO: {method} never trained on, {len(folders)} fold(s), AUC",
                      cluster_bootstrap(scores, _method_vs_reals(method), "group"), "reported"))
-    aucs = [r[1][0] for r in rows if isinstance(r[1], tuple) and np.isfinite(r[1][0])]
-    if aucs:
-        rows.append((f"Leave-one-method-out, mean AUC over {len(aucs)} method(s)", float(np.mean(aucs)),
-                     ">= 0.85"))
+    if runs:
+        # The runs share test groups (same folds), so one resample of groups serves every method:
+        # the interval of the mean keeps the methods' figures paired.
+        mean = cluster_bootstrap(pd.concat(runs, ignore_index=True), _mean_lomo_auc, "group")
+        rows.append((f"Leave-one-method-out, mean AUC over {len(runs)} method(s)", mean, ">= 0.85"))
     return rows
 
 
-def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: Sequence[tuple[str, Path]] = ()) -> str:
+def _mean_lomo_auc(runs: pd.DataFrame) -> float:
+    """Mean over held-out methods of each run's AUC on its own method (rows tagged `held_out`)."""
+    return float(np.mean([_method_vs_reals(str(m))(d) for m, d in runs.groupby("held_out")]))
+
+
+def report(eval_dirs: list[Path], lomo_evals: Sequence[tuple[str, Path]] = ()) -> str:
     """The table of bars. Several folders (one per k-fold test split): every frame is scored by the
     fold model that never saw its identity group, so the pooled frames of all folds are one held-out
     set over all groups (intervals resample groups of every fold); the per-fold mean is beside it."""
@@ -187,15 +194,7 @@ def report(eval_dirs: list[Path], lomo: Path | None, lomo_evals: Sequence[tuple[
     for name, rows, stat, bar in measures(scores, videos):
         value = cluster_bootstrap(rows, stat, "group")
         lines.append(f"| {name} | {_shown(value)} | {_per_fold(rows, stat, folds)} | {bar} |")
-    extra = lomo_rows(lomo_evals)
-    if lomo is not None:
-        for method, r in json.loads(lomo.read_text()).items():
-            if method == "mean":
-                extra.append(("Leave-one-method-out (lomo.json), mean AUC", float(r["auc"]), ">= 0.85"))
-            else:
-                extra.append((f"LOMO (lomo.json): {method} held out, AUC",
-                              (r["auc"], r["auc_lo"], r["auc_hi"]), "reported"))
-    lines += [f"| {name} | {_shown(value)} | | {bar} |" for name, value, bar in extra]
+    lines += [f"| {name} | {_shown(value)} | | {bar} |" for name, value, bar in lomo_rows(lomo_evals)]
     return "\n".join(lines) + "\n"
 
 
@@ -235,7 +234,6 @@ def compare(base: Path, other: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("eval_dirs", type=Path, nargs="+", help="`dfd evaluate` output folders, fold 0 first")
-    parser.add_argument("--lomo", type=Path, help="lomo.json of scripts/leave_one_method_out.py")
     parser.add_argument("--lomo-eval", action="append", default=[], metavar="METHOD=DIR",
                         help="a run_folds.sh METHOD=M evaluation folder (repeat per method and fold)")
     parser.add_argument("--out", type=Path)
@@ -247,7 +245,7 @@ def main() -> int:
         if not sep or not method:
             parser.error(f"--lomo-eval wants METHOD=DIR, got {item!r}")
         lomo_evals.append((method, Path(folder)))
-    text = report(args.eval_dirs, args.lomo, lomo_evals)
+    text = report(args.eval_dirs, lomo_evals)
     if args.versus:
         text += "\n" + compare(args.eval_dirs[0], args.versus)
     if args.out:

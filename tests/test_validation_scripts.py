@@ -129,7 +129,7 @@ def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
 
 def test_validation_report_gives_intervals_only_over_enough_identity_groups(tmp_path: Path) -> None:
     report = load_script("validation_report").report([_evaluation(tmp_path / "e0", 12),
-                                                  _evaluation(tmp_path / "e1", 12)], None)
+                                                  _evaluation(tmp_path / "e1", 12)])
     rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines()
             if line.startswith("| FF++")}
     assert "[" in rows["FF++ c23 held-out identities, frame AUC"]  # 24 groups: an interval
@@ -146,7 +146,7 @@ def test_validation_report_pools_folds_at_each_models_threshold(tmp_path: Path) 
     scores[1]["score"] = np.where(scores[1]["label"] == 1, 0.9, 0.1)  # fold 1's model is perfect
     scores[1].to_csv(folders[1] / "scores.csv", index=False)
     (folders[2] / "metrics.json").write_text(json.dumps({"threshold": 2.0}))  # calls nothing fake
-    report = script.report(folders, None)
+    report = script.report(folders)
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.splitlines()
             if line.startswith("| ")}
     ff = rows["FF++ c23 held-out identities, frame AUC"]
@@ -178,7 +178,17 @@ def test_validation_report_leave_one_method_out_from_fold_runs(tmp_path: Path) -
     ff = s[s["dataset"] == "ffpp_crops"]
     ff = ff[(ff["label"] == 0) | (ff["method"] == "NeuralTextures")]
     assert rows[0][1][0] == pytest.approx(script.roc_auc(ff["label"], ff["score"]))
-    assert rows[-1] == ("Leave-one-method-out, mean AUC over 1 method(s)", rows[0][1][0], ">= 0.85")
+    assert rows[-1][0] == "Leave-one-method-out, mean AUC over 1 method(s)" and rows[-1][1] == rows[0][1]
+    df_run = _evaluation(tmp_path / "noDF", 12)  # a second run on the same groups, guessing on DF
+    s2 = pd.read_csv(df_run / "scores.csv")
+    s2.loc[s2["label"] == 1, "method"] = "DF"
+    s2["score"] = np.random.default_rng(5).uniform(0, 1, len(s2))
+    s2.to_csv(df_run / "scores.csv", index=False)
+    both = script.lomo_rows([("NeuralTextures", nt), ("DF", df_run)])
+    name, (mean, low, high), bar = both[-1]
+    assert name == "Leave-one-method-out, mean AUC over 2 method(s)" and bar == ">= 0.85"
+    assert mean == pytest.approx((both[0][1][0] + both[1][1][0]) / 2)
+    assert low < mean < high  # a paired interval over the shared identity groups
     cli = subprocess.run([sys.executable, str(REPO / "scripts/validation_report.py"), str(nt),
                           "--lomo-eval", "no-equals-sign"], capture_output=True, text=True)
     assert cli.returncode == 2 and "METHOD=DIR" in cli.stderr
@@ -223,7 +233,7 @@ def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: P
     assert kept["source_id"].nunique() == len(scores) and "source_path" not in kept.columns
     assert json.loads((archived / "metrics.json").read_text())["data"]["unreadable_sources"] == 1
     script = load_script("validation_report")
-    assert script.report([archived], None) == script.report([folder], None)
+    assert script.report([archived]) == script.report([folder])
     (folder / "metrics.json").write_text(json.dumps({"threshold": 0.5, "data": {"mode": "stored crops"}}))
     with pytest.raises(SystemExit, match="not a product-path evaluation"):
         load_script("archive_evaluation").archive(folder, tmp_path / "crops")
