@@ -2,11 +2,12 @@
 
 `work/`, where fold runs and their evaluations live, is never committed, so a new session loses
 them and cannot pool folds it did not run itself. This writes what scripts/validation_report.py reads
-(metrics.json, scores.csv, videos.csv) to OUT with every source path dropped and every source id
-replaced by a SHA-256 prefix (ids stay joinable across archives of the same split, for
-`--versus`; file names of the corpus, which DATA.md keeps out of the repository, do not appear).
-Scores, labels, methods, datasets and identity-group ids (made by scripts/build_corpus_listing.py)
-are kept: numbers a model produced, not data.
+(metrics.json, scores.csv, videos.csv) to OUT with every source path dropped, every source id replaced
+by a SHA-256 prefix (ids stay joinable across archives of the same split, for `--versus`) and every
+identity-group id by its rank among the evaluation's groups (same sort order, so the cluster bootstrap
+draws the same resamples and the report is unchanged). File names of the corpus, which DATA.md keeps
+out of the repository, do not appear (a photo that is its own identity group is named after its file).
+Scores, labels, methods and datasets are kept: numbers a model produced, not data.
 
     .venv/bin/python scripts/archive_evaluation.py work/folds/eval_stage1_fold3 \
         models/evaluations/stage1_fold3
@@ -38,10 +39,15 @@ def archive(evaluation: Path, out: Path) -> Path:
         raise SystemExit(f"{evaluation}: not a product-path evaluation (dfd evaluate --mode product)")
     data["unreadable_sources"] = len(data.get("unreadable_sources") or [])  # paths: counted, not named
     out.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        table = pd.read_csv(evaluation / name).drop(columns=["source_path"], errors="ignore")
+    tables = {name: pd.read_csv(evaluation / name).drop(columns=["source_path"], errors="ignore")
+              for name in TABLES}
+    groups = sorted({str(g) for t in tables.values() if "group" in t.columns for g in t["group"]})
+    rank = {group: f"g{i:06d}" for i, group in enumerate(groups)}
+    for name, table in tables.items():
         if "source_id" in table.columns:
             table["source_id"] = table["source_id"].map(_hashed)
+        if "group" in table.columns:
+            table["group"] = table["group"].astype(str).map(rank)
         write_text_atomic(out / name, table.to_csv(index=False))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return out

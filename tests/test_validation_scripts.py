@@ -223,6 +223,8 @@ def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: P
     scores = pd.read_csv(folder / "scores.csv")
     scores["source_path"] = [f"/corpus/secret_{i:05d}.jpg" for i in range(len(scores))]
     scores["source_id"] = "csv:corpus/" + scores["source_path"]
+    photos = scores["dataset"] == "utk_real"  # a photo is its own identity group, named after its file
+    scores.loc[photos, "group"] = "csv:f0-utk_real:secret_" + scores.loc[photos, "group"] + ".jpg"
     scores.to_csv(folder / "scores.csv", index=False)
     (folder / "metrics.json").write_text(json.dumps(
         {"threshold": 0.5, "data": {"mode": "product path (decode, detect, crop, classify)",
@@ -231,6 +233,7 @@ def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: P
     assert "secret" not in "".join(p.read_text() for p in archived.iterdir())
     kept = pd.read_csv(archived / "scores.csv")
     assert kept["source_id"].nunique() == len(scores) and "source_path" not in kept.columns
+    assert kept["group"].nunique() == scores["group"].nunique()
     assert json.loads((archived / "metrics.json").read_text())["data"]["unreadable_sources"] == 1
     script = load_script("validation_report")
     assert script.report([archived]) == script.report([folder])
