@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -675,6 +676,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return interrupt_exit_code()
+    except BrokenPipeError:  # the reader left (`dfd detect DIR | head`): stop quietly, as cat does
+        # Python flushes stdout again at exit and would print a second error: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell shows for a writer whose pipe closed
 
 
 if __name__ == "__main__":
