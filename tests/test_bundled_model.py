@@ -41,7 +41,7 @@ def test_bundled_files_are_small_and_match_their_checksums() -> None:
 def test_bundled_model_loads_with_its_spec(predictor: Predictor) -> None:
     assert default_model_path() == MODELS / "default.onnx"
     spec = predictor.spec
-    assert spec.name == "dfd-default-v4" and spec.arch == "efficientnet_lite0"
+    assert spec.name == "dfd-default-v5" and spec.arch == "efficientnet_lite0"
     assert spec.input_size == 192 and spec.crop.detector == "retinaface"  # the protocol it was trained on
     assert 0.0 < spec.threshold < 1.0 and spec.temperature > 0.0
     card = (MODELS / "MODEL_CARD.md").read_text()
@@ -57,8 +57,8 @@ def test_real_portraits_are_real(predictor: Predictor, name: str) -> None:
 
 
 def test_self_blended_portrait_scores_far_above_its_real(predictor: Predictor) -> None:
-    # dfd-default-v4 ranks each shipped self-blend far above its portrait (0.80 against 0.35, 0.47
-    # against 0.11) and flags the astronaut's (threshold 0.645): the README and the model card say so.
+    # dfd-default-v5 ranks each shipped self-blend far above its portrait (0.89 against 0.51, 0.45
+    # against 0.12) and flags the astronaut's (threshold 0.630): the README and the model card say so.
     for name in ("astronaut", "grace_hopper"):
         real = predictor.predict(SAMPLES / f"{name}.jpg")
         blended = predictor.predict(SAMPLES / f"{name}_selfblended.jpg")

@@ -230,10 +230,10 @@ def test_loss_falls_best_on_val_auc_and_calibrated_export(tmp_path: Path, manife
     from deepfake_detection.export.onnx import read_onnx_spec
     from deepfake_detection.infer.backends import OnnxBackend
     from deepfake_detection.models.files import load_model_file
-    from deepfake_detection.train import trainer
+    from deepfake_detection.train import validation
 
     aucs = iter([0.6, 0.9, 0.7, 0.8, 0.95])  # mocked: best is epoch 2; patience 2 stops after epoch 4
-    monkeypatch.setattr(trainer, "roc_auc", lambda labels, scores: next(aucs))
+    monkeypatch.setattr(validation, "roc_auc", lambda labels, scores: next(aucs))
     run = train(cfg_of(manifest, tmp_path / "run", "epochs=5", "early_stopping_patience=2"))
     m = read_metrics(run)
     assert list(m.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "val_auc_within", "lr",
@@ -264,10 +264,10 @@ def test_loss_falls_best_on_val_auc_and_calibrated_export(tmp_path: Path, manife
 
 def test_checkpoint_picked_by_within_source_auc(tmp_path: Path, manifest: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from deepfake_detection.train import trainer
+    from deepfake_detection.train import validation
 
     pooled, within = iter([0.9, 0.6, 0.7]), iter([0.5, 0.8, 0.7])  # the two disagree on the best epoch
-    monkeypatch.setattr(trainer, "roc_auc", lambda labels, scores: next(pooled))
+    monkeypatch.setattr(validation, "roc_auc", lambda labels, scores: next(pooled))
     seen: list[set[str]] = []
 
     def fake_within(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> float:
@@ -275,7 +275,7 @@ def test_checkpoint_picked_by_within_source_auc(tmp_path: Path, manifest: Path,
         seen.append(set(sources))
         return next(within)
 
-    monkeypatch.setattr(trainer, "within_source_auc", fake_within)
+    monkeypatch.setattr(validation, "within_source_auc", fake_within)
     run = train(cfg_of(manifest, tmp_path / "run", "epochs=3", "select_metric=within_source_auc"))
     m = read_metrics(run)
     assert list(m["val_auc"]) == [0.9, 0.6, 0.7] and list(m["val_auc_within"]) == [0.5, 0.8, 0.7]
@@ -413,3 +413,78 @@ def test_balance_datasets_trains(tmp_path: Path, manifest: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
     with pytest.raises(ConfigError, match="choose one"):
         train(cfg_of(manifest, tmp_path / "r2", "data.balance_datasets=true", "data.class_balance=true"))
+
+
+# ---- weight averaging ("model soup") -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory, manifest: Path) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("soup")
+    torch.set_num_threads(1)
+    return tuple(train(cfg_of(manifest, root / f"run{seed}", "epochs=1", f"seed={seed}")) for seed in (0, 1))
+
+
+def test_average_is_the_mean_of_the_weights_with_calibration_reset(two_runs: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from deepfake_detection.errors import ModelError
+    from deepfake_detection.models.files import load_model_file, save_model
+    from deepfake_detection.models.soup import average_model_files
+
+    files = [run / "model.safetensors" for run in two_runs]
+    model, spec = average_model_files(files, name="soup")
+    a, b = (load_file(str(f)) for f in files)
+    state = model.state_dict()
+    floats = [k for k in a if a[k].is_floating_point()]
+    assert floats and any(not torch.equal(a[k], b[k]) for k in floats)
+    for k in floats:
+        torch.testing.assert_close(state[k], (a[k].double() + b[k].double()).div(2).float())
+    assert (spec.name, spec.temperature, spec.bias, spec.threshold) == ("soup", 1.0, 0.0, 0.5)
+    assert spec.crop == load_model_file(files[0])[1].crop
+
+    with pytest.raises(ModelError, match="at least two"):
+        average_model_files(files[:1])
+    other_model, other_spec = load_model_file(files[1])
+    from dataclasses import replace
+    save_model(other_model, replace(other_spec, input_size=48), tmp_path / "other.safetensors")
+    with pytest.raises(ModelError, match="input_size"):
+        average_model_files([files[0], tmp_path / "other.safetensors"])
+
+
+def test_a_model_file_scores_as_its_run_scored_it(two_runs: tuple[Path, Path]) -> None:
+    from deepfake_detection.train.validation import score_model_file
+
+    run = two_runs[0]
+    summary = json.loads((run / "summary.json").read_text())
+    got = score_model_file(run / "model.safetensors", run / "config.yaml")
+    assert got["val_auc"] == pytest.approx(summary["val_auc"], abs=1e-9)
+    assert got["val_auc_within"] == pytest.approx(summary["val_auc_within"], abs=1e-9)
+    assert got["val_samples"] == summary["val_samples"]
+
+
+def test_average_weights_script_keeps_only_inputs_that_help(two_runs: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    from deepfake_detection.models.files import read_model_spec
+
+    files = [str(run / "model.safetensors") for run in two_runs]
+    out = tmp_path / "mean"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+    proc = subprocess.run([sys.executable, str(script), *files, "--config", str(two_runs[0] / "config.yaml"),
+                           "--out", str(out), "--greedy"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    singles = {d["model"]: d["val_auc_within"] for d in lines if "model" in d and "result" not in d}
+    assert set(singles) == set(files)
+    trial = next(d for d in lines if "trial" in d)
+    assert trial["trial"][0] == max(singles, key=singles.get)  # best input first
+    if trial["val_auc_within"] >= max(singles.values()):  # the mean was kept
+        assert proc.returncode == 0, proc.stderr
+        final = lines[-1]
+        assert sorted(final["mean_of"]) == sorted(files)
+        assert read_model_spec(out / "model.safetensors").threshold == 0.5
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["val_auc_within"] == final["val_auc_within"] and set(summary["inputs"]) == set(files)
+        assert (out / "config.yaml").read_text() == (two_runs[0] / "config.yaml").read_text()
+    else:  # the mean lowered validation AUC: nothing written, the best single model stays
+        assert proc.returncode == 1 and not out.exists() and lines[-1]["model"] == trial["trial"][0]

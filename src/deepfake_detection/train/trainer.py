@@ -17,7 +17,6 @@ import math
 import random
 import time
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
-from deepfake_detection.evaluate.metrics import finite_or_none, roc_auc, within_source_auc
+from deepfake_detection.evaluate.metrics import finite_or_none
 from deepfake_detection.export.onnx import check_parity, export_onnx
 from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.files import load_model_file, save_model
@@ -39,6 +38,7 @@ from deepfake_detection.train.config import ConfigError, TrainConfig, config_to_
 from deepfake_detection.train.loop import StepContext, bce_from_logits, predict, train_one_epoch
 from deepfake_detection.train.optim import build_optimizer, build_scheduler
 from deepfake_detection.train.setup import RunData, build_data, build_model
+from deepfake_detection.train.validation import validation_aucs
 
 if TYPE_CHECKING:  # product_path (pandas, the layout registry) is imported only when the fit runs
     from deepfake_detection.evaluate.product_path import Fit
@@ -170,14 +170,7 @@ class Trainer:
         D.broadcast_buffers(self.core, self.info)
         logits, labels = predict(self.core, self.data.val_loader, self.ctx, self.info)
         sources = self.data.val_rows["dataset"].astype(str).to_numpy()  # predict keeps row order
-        aucs = []
-        for name, fn in (("pooled", roc_auc), ("within-source", partial(within_source_auc, sources=sources))):
-            try:
-                aucs.append(fn(labels, logits))
-            except ValueError as exc:  # e.g. one class left after SBI refused every val blend
-                log.warning("val %s AUC undefined: %s", name, exc)
-                aucs.append(math.nan)
-        return bce_from_logits(logits, labels), aucs[0], aucs[1]
+        return (bce_from_logits(logits, labels), *validation_aucs(logits, labels, sources))
 
     def _run_epoch(self, tb: Any) -> None:
         t0 = time.perf_counter()

@@ -1,0 +1,55 @@
+"""Weight averaging ("model soup", Wortsman et al. 2022): the element-wise mean of several fine-tuned
+copies of one network. Copies that share a starting point sit in one loss basin, and their mean often
+generalises better to new sources and degradations than any one of them, at no inference cost.
+
+The mean is a new model: its calibration is reset (temperature 1, bias 0, threshold 0.5) so that it
+cannot be served with a fit made for other weights; `dfd calibrate` refits it on validation files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from deepfake_detection.errors import ModelError
+from deepfake_detection.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# What must agree between ingredients for their mean to be one model served one way.
+_SAME = ("arch", "input_size", "mean", "std", "crop")
+
+
+def average_model_files(paths: Sequence[str | os.PathLike[str]], *,
+                        name: str = "") -> tuple[nn.Module, ModelSpec]:
+    """(model, spec): the uniform mean of the model files' weights. Floating tensors are averaged in
+    float64; integer buffers (BatchNorm's batch counters) are taken from the first file. ModelError for
+    fewer than two files or files of another architecture, input, normalisation or crop protocol."""
+    import torch
+
+    from deepfake_detection.models.files import load_model_file
+
+    if len(paths) < 2:
+        raise ModelError("averaging needs at least two model files")
+    model, spec = load_model_file(paths[0])
+    first = model.state_dict()
+    sums = {k: v.double().clone() if v.is_floating_point() else v for k, v in first.items()}
+    for path in paths[1:]:
+        other, other_spec = load_model_file(path)
+        differ = [f for f in _SAME if getattr(other_spec, f) != getattr(spec, f)]
+        if differ:
+            raise ModelError(f"{path} differs from {paths[0]} in {', '.join(differ)}: not one network")
+        for key, value in other.state_dict().items():  # same arch: same keys and shapes (strict load)
+            if value.is_floating_point():
+                sums[key] += value.double()
+    mean = {k: (v / len(paths)).to(first[k].dtype) if v.is_floating_point() else v for k, v in sums.items()}
+    with torch.no_grad():
+        model.load_state_dict(mean, strict=True)
+    spec = replace(spec, name=name, temperature=1.0, bias=0.0, threshold=0.5)
+    return model.eval(), spec
+
+
+__all__ = ["average_model_files"]
