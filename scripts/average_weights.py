@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from deepfake_detection.errors import DFDError
 from deepfake_detection.io.atomic import write_text_atomic
 from deepfake_detection.models.files import save_model
-from deepfake_detection.models.soup import average_model_files
+from deepfake_detection.models.soup import average_model_files, common_spec
 from deepfake_detection.train.validation import score_model_file
 
 
@@ -33,6 +34,14 @@ def _mean_score(paths: list[Path], config: Path, scratch: Path) -> dict[str, flo
 
 
 def main() -> int:
+    try:
+        return run()
+    except DFDError as exc:  # unreadable or mismatched model files, a bad config: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", type=Path, help="model files (.safetensors) of one network")
     parser.add_argument("--config", type=Path, required=True,
@@ -41,6 +50,7 @@ def main() -> int:
     parser.add_argument("--greedy", action="store_true", help="keep an input only if it does not lower "
                         "the mean's within-source validation AUC")
     args = parser.parse_args()
+    common_spec(args.models)  # refuse mismatched files before minutes of scoring
     scores = {p: score_model_file(p, args.config) for p in args.models}
     for path, s in scores.items():
         print(json.dumps({"model": str(path), **s}), flush=True)
@@ -68,7 +78,7 @@ def main() -> int:
                "select_metric": "within_source_auc", "inputs": {str(p): scores[p] for p in args.models},
                "arch": spec.arch, "input_size": spec.input_size, "crop_protocol": asdict(spec.crop)}
     write_text_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    shutil.copyfile(args.config, args.out / "config.yaml")
+    write_text_atomic(args.out / "config.yaml", args.config.read_text())
     return 0
 
 

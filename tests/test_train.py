@@ -463,16 +463,34 @@ def test_a_model_file_scores_as_its_run_scored_it(two_runs: tuple[Path, Path]) -
     assert got["val_samples"] == summary["val_samples"]
 
 
+def _average_weights(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_average_weights_script_refuses_files_of_another_network(two_runs: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from deepfake_detection.models.files import load_model_file, save_model
+
+    model, spec = load_model_file(two_runs[1] / "model.safetensors")
+    save_model(model, replace(spec, input_size=48), tmp_path / "other.safetensors")
+    proc = _average_weights(str(two_runs[0] / "model.safetensors"), str(tmp_path / "other.safetensors"),
+                            "--config", str(two_runs[0] / "config.yaml"), "--out", str(tmp_path / "mean"))
+    assert proc.returncode == 2 and "input_size" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "mean").exists()  # refused before any scoring
+
+
 def test_average_weights_script_keeps_only_inputs_that_help(two_runs: tuple[Path, Path],
                                                             tmp_path: Path) -> None:
     from deepfake_detection.models.files import read_model_spec
 
     files = [str(run / "model.safetensors") for run in two_runs]
     out = tmp_path / "mean"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
-    proc = subprocess.run([sys.executable, str(script), *files, "--config", str(two_runs[0] / "config.yaml"),
-                           "--out", str(out), "--greedy"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = _average_weights(*files, "--config", str(two_runs[0] / "config.yaml"), "--out", str(out),
+                            "--greedy")
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     singles = {d["model"]: d["val_auc_within"] for d in lines if "model" in d and "result" not in d}
     assert set(singles) == set(files)

@@ -23,25 +23,37 @@ if TYPE_CHECKING:
 _SAME = ("arch", "input_size", "mean", "std", "crop")
 
 
+def common_spec(paths: Sequence[str | os.PathLike[str]]) -> ModelSpec:
+    """The first file's spec, once every file is known to hold the same network served the same way
+    (read from the headers only: cheap). ModelError for fewer than two files or any mismatch."""
+    from deepfake_detection.models.files import read_model_spec
+
+    if len(paths) < 2:
+        raise ModelError("averaging needs at least two model files")
+    spec = read_model_spec(paths[0])
+    for path in paths[1:]:
+        other = read_model_spec(path)
+        differ = [f for f in _SAME if getattr(other, f) != getattr(spec, f)]
+        if differ:
+            raise ModelError(f"{path} differs from {paths[0]} in {', '.join(differ)}: not one network")
+    return spec
+
+
 def average_model_files(paths: Sequence[str | os.PathLike[str]], *,
                         name: str = "") -> tuple[nn.Module, ModelSpec]:
     """(model, spec): the uniform mean of the model files' weights. Floating tensors are averaged in
-    float64; integer buffers (BatchNorm's batch counters) are taken from the first file. ModelError for
-    fewer than two files or files of another architecture, input, normalisation or crop protocol."""
+    float64; integer buffers (BatchNorm's batch counters) are taken from the first file. ModelError as
+    `common_spec` says."""
     import torch
 
     from deepfake_detection.models.files import load_model_file
 
-    if len(paths) < 2:
-        raise ModelError("averaging needs at least two model files")
+    common_spec(paths)
     model, spec = load_model_file(paths[0])
     first = model.state_dict()
     sums = {k: v.double().clone() if v.is_floating_point() else v for k, v in first.items()}
     for path in paths[1:]:
-        other, other_spec = load_model_file(path)
-        differ = [f for f in _SAME if getattr(other_spec, f) != getattr(spec, f)]
-        if differ:
-            raise ModelError(f"{path} differs from {paths[0]} in {', '.join(differ)}: not one network")
+        other, _ = load_model_file(path)
         for key, value in other.state_dict().items():  # same arch: same keys and shapes (strict load)
             if value.is_floating_point():
                 sums[key] += value.double()
@@ -52,4 +64,4 @@ def average_model_files(paths: Sequence[str | os.PathLike[str]], *,
     return model.eval(), spec
 
 
-__all__ = ["average_model_files"]
+__all__ = ["average_model_files", "common_spec"]
