@@ -55,6 +55,7 @@ def run() -> int:
     for path, s in scores.items():
         print(json.dumps({"model": str(path), **s}), flush=True)
     chosen = sorted(args.models, key=lambda p: -scores[p]["val_auc_within"])
+    result: dict[str, float] | None = None  # the kept mean's scores, when greedy already measured them
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "mean.safetensors"
         if args.greedy:
@@ -63,7 +64,7 @@ def run() -> int:
                 trial = _mean_score([*kept, path], args.config, scratch)
                 print(json.dumps({"trial": [str(p) for p in [*kept, path]], **trial}), flush=True)
                 if trial["val_auc_within"] >= best["val_auc_within"]:
-                    kept, best = [*kept, path], trial
+                    kept, best, result = [*kept, path], trial, trial
             chosen = kept
         if len(chosen) < 2:
             kept_alone = {"result": "no mean kept: the best single model stays", "model": str(chosen[0])}
@@ -72,7 +73,7 @@ def run() -> int:
         model, spec = average_model_files(chosen, name=args.out.name)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = save_model(model, spec, args.out / "model.safetensors")
-    result = score_model_file(weights, args.config)
+    result = result or score_model_file(weights, args.config)  # the same weights: no second scoring
     print(json.dumps({"mean_of": [str(p) for p in chosen], "out": str(weights), **result}), flush=True)
     summary = {"mean_of": [str(p) for p in chosen], "greedy": args.greedy, **result,
                "select_metric": "within_source_auc", "inputs": {str(p): scores[p] for p in args.models},
