@@ -15,6 +15,7 @@ from deepfake_detection.cli import main
 from deepfake_detection.data.augment import AugmentConfig, build_eval_transform, build_train_transform
 from deepfake_detection.data.blend import BlendConfig, face_hull_points, self_blend
 from deepfake_detection.data.preview import LABEL_H, augment_preview, preview_from_paths, sheet_size
+from deepfake_detection.evaluate.robustness import jpeg
 from deepfake_detection.faces import Face, crop_face, crop_transform
 
 # RetinaFace's astronaut face (original pixels), fixed here so these tests do not need the detector.
@@ -96,6 +97,20 @@ def test_eval_transform_is_a_deterministic_resize(face_crop: tuple[np.ndarray, n
     assert np.abs(a.astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize(("resize_filter", "interpolation"),
+                         [("area", cv2.INTER_AREA), ("linear", cv2.INTER_LINEAR)])
+def test_train_resize_filter(face_crop: tuple[np.ndarray, np.ndarray], resize_filter: str,
+                             interpolation: int) -> None:
+    """The final shrink to the input size: box averaging, or linear as crop_face warps at inference."""
+    crop, _ = face_crop
+    cfg = AugmentConfig(**{**_NO_AUG, "resize_filter": resize_filter})
+    out = build_train_transform(cfg, 192, seed=0)(image=crop)["image"]
+    expected = cv2.resize(crop, (192, 192), interpolation=interpolation)
+    other = cv2.resize(crop, (192, 192), interpolation=cv2.INTER_LINEAR + cv2.INTER_AREA - interpolation)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(out.astype(int) - other.astype(int)).max() > 10  # the two filters really differ
+
+
 def test_jpeg_quality_is_applied(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
     crop, _ = face_crop
     plain = build_train_transform(AugmentConfig(**_NO_AUG), 256, seed=0)(image=crop)["image"]
@@ -107,6 +122,26 @@ def test_jpeg_quality_is_applied(face_crop: tuple[np.ndarray, np.ndarray]) -> No
     jpeg95 = build_train_transform(cfg95, 256, seed=0)(image=crop)["image"]
     assert _hf_energy(jpeg) < 0.5 * _hf_energy(crop)
     assert _hf_energy(jpeg) < 0.5 * _hf_energy(jpeg95)
+
+
+def test_low_resolution_jpeg(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    """jpeg_scale_range < 1 compresses a shrunk copy (coarser blocks on the face), reproducibly per seed."""
+    crop, _ = face_crop
+    full = AugmentConfig(**{**_NO_AUG, "jpeg_p": 1.0, "jpeg_quality": (50, 50)})
+    half = AugmentConfig(**{**_NO_AUG, "jpeg_p": 1.0, "jpeg_quality": (50, 50),
+                            "jpeg_scale_range": (0.5, 0.5)})
+    at_full = build_train_transform(full, 256, seed=0)(image=crop)["image"]
+    at_half = build_train_transform(half, 256, seed=0)(image=crop)["image"]
+    assert at_half.shape == crop.shape and at_half.dtype == np.uint8
+    assert _hf_energy(at_half) < 0.7 * _hf_energy(at_full)  # more detail lost than at full size
+    shrunk = cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(jpeg(shrunk, 50), (256, 256), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(at_half, expected)  # exactly: shrink, JPEG, scale back
+    ranged = AugmentConfig(**{**_NO_AUG, "jpeg_p": 1.0, "jpeg_scale_range": (0.3, 1.0)})
+    first, again = (build_train_transform(ranged, 256, seed=7)(image=crop)["image"] for _ in range(2))
+    assert np.array_equal(first, again)
+    with pytest.raises(ValidationError, match="jpeg_scale_range"):
+        AugmentConfig.model_validate({"jpeg_scale_range": [0.0, 1.0]})
 
 
 # --- self-blending ------------------------------------------------------------------------------------

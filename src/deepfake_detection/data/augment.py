@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deepfake_detection.evaluate.robustness import low_resolution_jpeg
 
 # albumentations 2.x asks PyPI for updates at import time (a 2 s network timeout offline).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -60,6 +62,12 @@ class AugmentConfig(BaseModel):
     noise_p: float = Field(default=0.2, ge=0.0, le=1.0)
     jpeg_quality: IntRange = (30, 100)
     jpeg_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    # JPEG applied at this fraction of the stored crop's resolution (LowResJpeg); (1, 1): at full size
+    jpeg_scale_range: Range = (1.0, 1.0)
+    # How the final random crop is brought to the input size when it shrinks: "area" (box averaging)
+    # or "linear", as `crop_face` warps a face that it shrinks by less than 2x at inference, so that
+    # training sees the sharper detail (and JPEG block edges) the product path gives the model.
+    resize_filter: Literal["area", "linear"] = "area"
     crop_area: Range = (0.8, 1.0)  # fraction of the stored crop's area the final random crop keeps
     crop_ratio: Range = (0.95, 1.05)  # aspect ratio range of that crop
     cutout_holes: IntRange = (1, 3)
@@ -68,13 +76,15 @@ class AugmentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_ranges(self) -> AugmentConfig:
-        for name in ("downscale_range", "blur_sigma", "noise_std", "jpeg_quality", "crop_area",
-                     "crop_ratio", "cutout_holes", "cutout_size"):
+        for name in ("downscale_range", "blur_sigma", "noise_std", "jpeg_quality", "jpeg_scale_range",
+                     "crop_area", "crop_ratio", "cutout_holes", "cutout_size"):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"{name}: need 0 <= low <= high, got ({lo}, {hi})")
         if not 0 < self.downscale_range[0] <= self.downscale_range[1] <= 1.0:
             raise ValueError(f"downscale_range must lie in (0, 1], got {self.downscale_range}")
+        if not 0 < self.jpeg_scale_range[0] <= self.jpeg_scale_range[1] <= 1.0:
+            raise ValueError(f"jpeg_scale_range must lie in (0, 1], got {self.jpeg_scale_range}")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ValueError(f"jpeg_quality must lie in [1, 100], got {self.jpeg_quality}")
         if not 0 < self.crop_area[0] <= self.crop_area[1] <= 1.0:
@@ -119,13 +129,44 @@ def build_train_transform(cfg: AugmentConfig, input_size: int, *, seed: int | No
                     p=cfg.downscale_p if ds_lo < 1.0 else 0.0),
         A.GaussianBlur(sigma_limit=(blur_lo, blur_hi), p=cfg.blur_p),
         A.GaussNoise(std_range=cfg.noise_std, p=cfg.noise_p),
-        A.ImageCompression(compression_type="jpeg", quality_range=cfg.jpeg_quality, p=cfg.jpeg_p),
+        _jpeg_transform(cfg),
         A.RandomResizedCrop(size=(input_size, input_size), scale=cfg.crop_area, ratio=cfg.crop_ratio,
-                            area_for_downscale="image", p=1.0),
+                            interpolation=cv2.INTER_LINEAR,
+                            area_for_downscale="image" if cfg.resize_filter == "area" else None, p=1.0),
         A.CoarseDropout(num_holes_range=cfg.cutout_holes, hole_height_range=cfg.cutout_size,
                         hole_width_range=cfg.cutout_size, fill=0, p=cfg.cutout_p),
     ]
     return A.Compose(transforms, seed=seed)
+
+
+class LowResJpeg(A.ImageOnlyTransform):
+    """JPEG at a lower resolution than the image: shrink by a random factor, encode and decode at a
+    random quality, scale back. A face that is small in a compressed photo or frame reaches the
+    model with its 8x8 JPEG blocks scaled up with the crop, so they cover more of the face than
+    blocks of the same quality on the stored crop; Downscale followed by ImageCompression never
+    produces that (on fold-4 validation crops, JPEG 50 at half resolution cost v5 0.18 AUC, at full
+    resolution 0.06)."""
+
+    def __init__(self, scale_range: Range, quality_range: IntRange, p: float = 0.5) -> None:
+        super().__init__(p=p)
+        self.scale_range = scale_range
+        self.quality_range = quality_range
+
+    def get_params(self) -> dict[str, Any]:
+        return {"scale": self.py_random.uniform(*self.scale_range),
+                "quality": self.py_random.randint(*self.quality_range)}
+
+    def apply(self, img: Any, scale: float, quality: int, **params: Any) -> Any:
+        return low_resolution_jpeg(img, scale, quality)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scale_range", "quality_range")
+
+
+def _jpeg_transform(cfg: AugmentConfig) -> Any:
+    if cfg.jpeg_scale_range == (1.0, 1.0):
+        return A.ImageCompression(compression_type="jpeg", quality_range=cfg.jpeg_quality, p=cfg.jpeg_p)
+    return LowResJpeg(cfg.jpeg_scale_range, cfg.jpeg_quality, p=cfg.jpeg_p)
 
 
 def build_eval_transform(input_size: int) -> A.Compose:

@@ -19,7 +19,8 @@ from numpy.typing import ArrayLike
 
 from deepfake_detection.evaluate.metrics import roc_auc
 
-__all__ = ["PERTURBATIONS", "blur", "downscale", "gaussian_noise", "jpeg", "robustness_table"]
+__all__ = ["PERTURBATIONS", "blur", "downscale", "gaussian_noise", "jpeg", "low_resolution_jpeg",
+           "robustness_table"]
 
 NOISE_SIGMA = 8.0
 NOISE_SEED = 0
@@ -57,11 +58,21 @@ def blur(img: np.ndarray, sigma: float) -> np.ndarray:
 def downscale(img: np.ndarray, factor: float) -> np.ndarray:
     """Shrink by ``factor`` (INTER_AREA, no aliasing) and enlarge back to the original size
     (INTER_LINEAR): the detail lost to a low-resolution upload, at the model's input size."""
-    img = _check(img)
+    return _shrunk_and_back(_check(img), factor, lambda small: small)
+
+
+def low_resolution_jpeg(img: np.ndarray, factor: float, quality: int) -> np.ndarray:
+    """JPEG at ``quality`` applied to a copy shrunk by ``factor``, enlarged back: a compressed
+    low-resolution source, whose 8x8 blocks cover more of the face once the crop is scaled up."""
+    return _shrunk_and_back(_check(img), factor, partial(jpeg, quality=quality))
+
+
+def _shrunk_and_back(img: np.ndarray, factor: float,
+                     degrade: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     h, w = img.shape[:2]
     small = cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))),
                        interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(degrade(small), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def gaussian_noise(img: np.ndarray, sigma: float = NOISE_SIGMA, seed: int = NOISE_SEED) -> np.ndarray:
