@@ -248,3 +248,26 @@ def test_predictor_uses_the_detector_the_model_was_trained_on(tmp_path: Path) ->
     assert Predictor.load(path).detector_name == "haar"
     override = Predictor.load(path, detector="retinaface")  # an explicit choice still wins
     assert override.detector_name == "retinaface"
+
+
+def test_jpeg_path_diagnosis_scores_the_product_path(prepared: Path, tiny_onnx_model: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/diagnose_jpeg_path.py: its "direct, clean" variant is exactly what dfd detect scores."""
+    from deepfake_detection.evaluate.metrics import roc_auc
+    from deepfake_detection.infer.predictor import Predictor
+    from dfd_testkit.scripts import load_script
+
+    df = read_manifest(prepared)
+    stills = df[~df["source_path"].str.endswith(".mp4")].drop_duplicates("source_path")
+    dataset = str(stills["dataset"].iloc[0])
+    monkeypatch.setattr(sys, "argv", ["diagnose_jpeg_path.py", str(tiny_onnx_model), str(prepared),
+                                      "--split", "all", "--dataset", dataset])
+    assert load_script("diagnose_jpeg_path").main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{len(stills)} {dataset} sources") and len(lines) == 7
+    aucs = {line.rsplit(" AUC ", 1)[0].strip(): float(line.rsplit(" AUC ", 1)[1]) for line in lines[1:]}
+    predictor = Predictor.load(tiny_onnx_model)
+    detected = [predictor.predict(p) for p in stills["source_path"]]
+    expected = roc_auc(stills["label"].to_numpy(), [r.fake_probability for r in detected])
+    assert aucs["direct, clean (the product path)"] == pytest.approx(expected, abs=0.0015)

@@ -1,0 +1,77 @@
+"""Where along the product path does JPEG hurt? A diagnosis on one split's still-image sources.
+
+    .venv/bin/python scripts/diagnose_jpeg_path.py MODEL.onnx work/corpus/manifest_fold4.parquet \
+        [--split val] [--dataset ffpp_crops] [--quality 50]
+
+Faces are detected once on the clean source (so box jitter is not part of the comparison), then the
+same faces are cropped in several ways, with and without JPEG at `--quality`, and scored by MODEL:
+"direct" is the product path (`crop_face` straight to the input size, as `dfd detect` does);
+"via256" crops at 256 px and shrinks with INTER_AREA, as training's stored crops are; the JPEG may
+hit the source, the 256 px crop (as training's augmentation does) or the model-sized crop. Prints
+the AUC of each variant. Diagnosis only: the product's figures come from `dfd evaluate`.
+Use the validation split: test splits are for the one look at a candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from deepfake_detection.data.manifest import read_manifest
+from deepfake_detection.evaluate.metrics import roc_auc
+from deepfake_detection.evaluate.robustness import jpeg
+from deepfake_detection.faces import Face, crop_faces
+from deepfake_detection.infer.predictor import Predictor
+from deepfake_detection.io.images import load_image
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("manifest")
+    parser.add_argument("--split", default="val", help="train, val, test or all")
+    parser.add_argument("--dataset", default="ffpp_crops", help="still-image dataset of the manifest")
+    parser.add_argument("--quality", type=int, default=50)
+    args = parser.parse_args()
+    predictor = Predictor.load(args.model)
+    size, protocol, q = predictor.spec.input_size, predictor.spec.crop, args.quality
+    df = read_manifest(args.manifest)
+    df = df[((df.split == args.split) | (args.split == "all")) & (df.dataset == args.dataset)]
+    df = df[~df.source_path.str.lower().str.endswith(VIDEO_SUFFIXES)].drop_duplicates("source_path")
+    images = [load_image(p) for p in df.source_path]
+    faces = [predictor.detect_faces(img)[:1] for img in images]
+    keep = [i for i, f in enumerate(faces) if f]
+    labels = df.label.to_numpy()[keep]
+
+    def direct(img: np.ndarray, face: list[Face]) -> np.ndarray:
+        return crop_faces(img, face, size, protocol)[0]
+
+    def via256(img: np.ndarray, face: list[Face], degrade: Callable[[np.ndarray], np.ndarray] = lambda x: x
+               ) -> np.ndarray:
+        return cv2.resize(degrade(crop_faces(img, face, 256, protocol)[0]), (size, size),
+                          interpolation=cv2.INTER_AREA)
+
+    variants: dict[str, Callable[[np.ndarray, list[Face]], np.ndarray]] = {
+        "direct, clean (the product path)": direct,
+        f"direct, JPEG {q} on the source": lambda img, f: direct(jpeg(img, q), f),
+        f"direct, JPEG {q} on the model-sized crop": lambda img, f: jpeg(direct(img, f), q),
+        "via256, clean (as training's stored crops)": via256,
+        f"via256, JPEG {q} on the source": lambda img, f: via256(jpeg(img, q), f),
+        f"via256, JPEG {q} on the 256 px crop (as training)":
+            lambda img, f: via256(img, f, lambda x: jpeg(x, q)),
+    }
+    print(f"{len(keep)} {args.dataset} sources of the {args.split} split with a face "
+          f"({int(labels.sum())} fake)")
+    for name, make in variants.items():
+        scores = predictor.probabilities([make(images[i], faces[i]) for i in keep])
+        print(f"{name:52s} AUC {roc_auc(labels, scores):.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
