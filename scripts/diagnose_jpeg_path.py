@@ -6,8 +6,9 @@
 Faces are detected once on the clean source (so box jitter is not part of the comparison), then the
 same faces are cropped in several ways, with and without JPEG at `--quality`, and scored by MODEL:
 "direct" is the product path (`crop_face` straight to the input size, as `dfd detect` does);
-"via256" crops at 256 px and shrinks with INTER_AREA, as training's stored crops are; the JPEG may
-hit the source, the 256 px crop (as training's augmentation does) or the model-sized crop. Prints
+"stored" crops at the manifest's crop size (256 px from `dfd prepare`) and shrinks with INTER_AREA,
+as training's stored crops are; the JPEG may hit the source, the stored-size crop (as training's
+augmentation does) or the model-sized crop. Prints
 the AUC of each variant. Diagnosis only: the product's figures come from `dfd evaluate`.
 Use the validation split: test splits are for the one look at a candidate.
 """
@@ -25,9 +26,7 @@ from deepfake_detection.evaluate.metrics import roc_auc
 from deepfake_detection.evaluate.robustness import jpeg
 from deepfake_detection.faces import Face, crop_faces
 from deepfake_detection.infer.predictor import Predictor
-from deepfake_detection.io.images import load_image
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from deepfake_detection.io.images import IMAGE_EXTENSIONS, load_image
 
 
 def main() -> int:
@@ -42,7 +41,8 @@ def main() -> int:
     size, protocol, q = predictor.spec.input_size, predictor.spec.crop, args.quality
     df = read_manifest(args.manifest)
     df = df[((df.split == args.split) | (args.split == "all")) & (df.dataset == args.dataset)]
-    df = df[~df.source_path.str.lower().str.endswith(VIDEO_SUFFIXES)].drop_duplicates("source_path")
+    df = df[df.source_path.str.lower().str.endswith(tuple(IMAGE_EXTENSIONS))].drop_duplicates("source_path")
+    stored = int(df.crop_size.iloc[0]) if len(df) else 256
     images = [load_image(p) for p in df.source_path]
     faces = [predictor.detect_faces(img)[:1] for img in images]
     keep = [i for i, f in enumerate(faces) if f]
@@ -51,19 +51,19 @@ def main() -> int:
     def direct(img: np.ndarray, face: list[Face]) -> np.ndarray:
         return crop_faces(img, face, size, protocol)[0]
 
-    def via256(img: np.ndarray, face: list[Face], degrade: Callable[[np.ndarray], np.ndarray] = lambda x: x
-               ) -> np.ndarray:
-        return cv2.resize(degrade(crop_faces(img, face, 256, protocol)[0]), (size, size),
+    def via_stored(img: np.ndarray, face: list[Face],
+                   degrade: Callable[[np.ndarray], np.ndarray] = lambda x: x) -> np.ndarray:
+        return cv2.resize(degrade(crop_faces(img, face, stored, protocol)[0]), (size, size),
                           interpolation=cv2.INTER_AREA)
 
     variants: dict[str, Callable[[np.ndarray, list[Face]], np.ndarray]] = {
         "direct, clean (the product path)": direct,
         f"direct, JPEG {q} on the source": lambda img, f: direct(jpeg(img, q), f),
         f"direct, JPEG {q} on the model-sized crop": lambda img, f: jpeg(direct(img, f), q),
-        "via256, clean (as training's stored crops)": via256,
-        f"via256, JPEG {q} on the source": lambda img, f: via256(jpeg(img, q), f),
-        f"via256, JPEG {q} on the 256 px crop (as training)":
-            lambda img, f: via256(img, f, lambda x: jpeg(x, q)),
+        f"stored {stored} px, clean (as training's crops)": via_stored,
+        f"stored {stored} px, JPEG {q} on the source": lambda img, f: via_stored(jpeg(img, q), f),
+        f"stored {stored} px, JPEG {q} on that crop (as training)":
+            lambda img, f: via_stored(img, f, lambda x: jpeg(x, q)),
     }
     print(f"{len(keep)} {args.dataset} sources of the {args.split} split with a face "
           f"({int(labels.sum())} fake)")

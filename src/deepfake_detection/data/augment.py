@@ -145,7 +145,8 @@ class LowResJpeg(A.ImageOnlyTransform):
     model with its 8x8 JPEG blocks scaled up with the crop, so they cover more of the face than
     blocks of the same quality on the stored crop; Downscale followed by ImageCompression never
     produces that (on fold-4 validation crops, JPEG 50 at half resolution cost v5 0.18 AUC, at full
-    resolution 0.06)."""
+    resolution 0.06). Measured on the product path it did not help (MODEL_HISTORY.md, ninth session):
+    the option stays off by default. Same perturbation as `dfd evaluate`'s sweep (robustness.py)."""
 
     def __init__(self, scale_range: Range, quality_range: IntRange, p: float = 0.5) -> None:
         super().__init__(p=p)
@@ -164,6 +165,7 @@ class LowResJpeg(A.ImageOnlyTransform):
 
 
 def _jpeg_transform(cfg: AugmentConfig) -> Any:
+    # At full size, albumentations' own transform: earlier runs' augmentation streams stay bit-identical.
     if cfg.jpeg_scale_range == (1.0, 1.0):
         return A.ImageCompression(compression_type="jpeg", quality_range=cfg.jpeg_quality, p=cfg.jpeg_p)
     return LowResJpeg(cfg.jpeg_scale_range, cfg.jpeg_quality, p=cfg.jpeg_p)
