@@ -109,6 +109,11 @@ def test_train_resize_filter(face_crop: tuple[np.ndarray, np.ndarray], resize_fi
     other = cv2.resize(crop, (192, 192), interpolation=cv2.INTER_LINEAR + cv2.INTER_AREA - interpolation)
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
     assert np.abs(out.astype(int) - other.astype(int)).max() > 10  # the two filters really differ
+    # Validation shrinks with the same filter, so checkpoints are picked on crops shrunk as trained.
+    val = build_eval_transform(192, resize_filter)(image=crop)["image"]
+    assert np.abs(val.astype(int) - expected.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="resize_filter"):
+        build_eval_transform(192, "cubic")
 
 
 def test_jpeg_quality_is_applied(face_crop: tuple[np.ndarray, np.ndarray]) -> None:

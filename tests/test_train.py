@@ -129,6 +129,12 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     one_cpu = DistInfo(1, 0, 0, torch.device("cpu"))
     data = build_data(blended, default_spec("custom_cnn", input_size=32), one_cpu)
     assert data.train_set.blend is blended.data.blend and data.val_set.blend is blended.data.blend
+    resize = data.val_set.transform.transforms[0]  # validation shrinks as training's final resize does
+    assert resize.area_for_downscale == "image"
+    linear = cfg_of(manifest, tmp_path, "data.augment.resize_filter=linear", "data.num_workers=0")
+    linear_data = build_data(linear, default_spec("custom_cnn", input_size=32), one_cpu)
+    resize = linear_data.val_set.transform.transforms[0]
+    assert resize.area_for_downscale is None
     assert cfg_of(manifest, tmp_path, "model.pretrained=true").model.pretrained is True
     assert cfg_of(manifest, tmp_path, "data.manifests=one.parquet").data.manifests == ["one.parquet"]
     with pytest.raises(ConfigError, match="key.path=value"):

@@ -171,9 +171,13 @@ def _jpeg_transform(cfg: AugmentConfig) -> Any:
     return LowResJpeg(cfg.jpeg_scale_range, cfg.jpeg_quality, p=cfg.jpeg_p)
 
 
-def build_eval_transform(input_size: int) -> A.Compose:
-    """Deterministic: resize the whole stored crop to the input size (INTER_AREA when shrinking)."""
+def build_eval_transform(input_size: int, resize_filter: str = "area") -> A.Compose:
+    """Deterministic: resize the whole stored crop to the input size with the training's final
+    shrink filter (area: INTER_AREA when shrinking; linear: as crop_face serves), so checkpoints
+    are picked on crops shrunk as the model was trained."""
     if input_size < 8:
         raise ValueError(f"input_size must be >= 8, got {input_size}")
+    if resize_filter not in ("area", "linear"):
+        raise ValueError(f"resize_filter must be area or linear, got {resize_filter!r}")
     return A.Compose([A.Resize(input_size, input_size, interpolation=cv2.INTER_LINEAR,
-                               area_for_downscale="image", p=1.0)])
+                               area_for_downscale="image" if resize_filter == "area" else None, p=1.0)])

@@ -47,7 +47,8 @@ def read_model_spec(path: str | os.PathLike[str]) -> ModelSpec:
 
 
 def load_model_file(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec]:
-    """Rebuild create_model(spec.arch) and load the weights strictly; returns the model in eval mode."""
+    """Rebuild create_model(spec.arch) (or an ensemble of `spec.members` of them) and load the weights
+    strictly; returns the model in eval mode."""
     import torch
     from safetensors.torch import load_file
 
@@ -59,15 +60,22 @@ def load_model_file(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec]
         state = load_file(str(path))
     except Exception as exc:
         raise ModelError(f"cannot read model file {path}: {exc}") from exc
+    def build() -> nn.Module:
+        if spec.members > 1:
+            from deepfake_detection.models.ensemble import build_ensemble
+
+            return build_ensemble(spec.arch, spec.members)
+        return create_model(spec.arch)
+
     # Built on the meta device and filled with assign=True: skips random init (seconds for VGG16).
     with torch.device("meta"):
-        model = create_model(spec.arch)
+        model = build()
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelError(f"{path} does not match architecture {spec.arch!r}: {exc}") from exc
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # non-persistent buffers
-        model = create_model(spec.arch)
+        model = build()
         model.load_state_dict(state, strict=True)
     return model.eval(), spec
 

@@ -39,6 +39,12 @@ class ModelSpec:
     # Test-time augmentation: the logit is the mean of the crop's and its mirror image's (twice the
     # classifier compute; temperature and threshold are fitted with it on).
     tta_hflip: bool = False
+    # Networks of `arch` whose logits are averaged (models/ensemble.py); 1: a single network.
+    members: int = 1
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ModelError(f"ModelSpec.members must be >= 1, got {self.members}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

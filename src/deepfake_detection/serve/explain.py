@@ -86,13 +86,15 @@ class GradCam:
     def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
         from torch import nn
 
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        if not convs:
+        # An ensemble's verdict is its members' mean: one map per member (its last convolution), averaged.
+        members = list(getattr(model, "members", [model]))
+        convs = [[m for m in member.modules() if isinstance(m, nn.Conv2d)] for member in members]
+        if not all(convs):
             raise ValueError(f"{spec.arch} has no convolution layer for Grad-CAM")
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # gradients are only needed for the activations
-        self.layer = convs[-1]
+        self.layers = [c[-1] for c in convs]
         self.spec = spec
         self._lock = threading.Lock()  # the hook and the graph belong to one call at a time
 
@@ -113,25 +115,27 @@ class GradCam:
         if not crops:
             return np.zeros((0, size, size), np.float32)
         x = torch.from_numpy(to_batch(crops, self.spec)).requires_grad_(True)
-        captured: dict[str, torch.Tensor] = {}
+        captured: list[torch.Tensor] = []
 
         def keep(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
             output.retain_grad()
-            captured["a"] = output
+            captured.append(output)
 
         with self._lock, torch.enable_grad():
-            handle = self.layer.register_forward_hook(keep)
+            handles = [layer.register_forward_hook(keep) for layer in self.layers]
             try:
                 logits = self.model(x).reshape(-1)
                 sign = torch.tensor([1.0 if f else -1.0 for f in fake])
                 (logits * sign).sum().backward()  # eval mode: each logit depends on its own crop only
             finally:
-                handle.remove()
-            a = captured["a"].detach()
-            grad = captured["a"].grad
-        assert grad is not None
-        cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
-        cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+                for handle in handles:
+                    handle.remove()
+        cams = []
+        for a in captured:
+            assert a.grad is not None
+            cam = torch.relu((a.grad.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(dim=1, keepdim=True))
+            cams.append(F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
+        cam = torch.stack(cams).mean(dim=0)
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
         return (cam / peak).numpy().astype(np.float32)
 

@@ -100,7 +100,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     protocol, _ = crop_protocol_of(pd.concat([train_rows, val_rows]), where=", ".join(cfg.data.manifests))
     size = spec.input_size
     aug = cfg.data.augment
-    train_tf = build_train_transform(aug, size) if aug is not None else build_eval_transform(size)
+    val_tf = build_eval_transform(size, aug.resize_filter if aug is not None else "area")
+    train_tf = build_train_transform(aug, size) if aug is not None else val_tf
     if cfg.data.mixed_sbi_ratio and not (cfg.data.balance_datasets and cfg.data.sbi):
         raise ConfigError("data.mixed_sbi_ratio needs data.balance_datasets and data.sbi")
     train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
@@ -111,7 +112,7 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         val_sbi = np.zeros(len(val_rows), bool)
         val_sbi[reals[1::2]] = True
         log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
-    val_set = CropDataset(val_rows, spec, build_eval_transform(size),
+    val_set = CropDataset(val_rows, spec, val_tf,
                           sbi_p=0.0 if val_sbi is None else val_sbi.astype(np.float64), seed=cfg.seed + 1,
                           blend=cfg.data.blend)
     if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
