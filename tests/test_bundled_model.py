@@ -114,6 +114,24 @@ def test_corrupted_bundled_model_is_a_clear_error(tmp_path: Path, monkeypatch: p
         load_backend(bad, kind="onnx")
 
 
+def test_bundled_models_load_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     predictor: Predictor) -> None:
+    from deepfake_detection.infer.bundled import BUNDLED_MODELS, bundled_model_path, resolve_model
+
+    for name, file in BUNDLED_MODELS.items():
+        assert resolve_model(name) == (MODELS / file, True)  # checksum required, as for the default
+        assert verify_checksum(MODELS / file, required=True)
+    assert resolve_model(None) == (MODELS / "default.onnx", True)
+    assert Predictor.load("default").model_info["sha256"] == predictor.model_info["sha256"]
+    with pytest.raises(ModelError, match="no bundled model named 'fastest'"):
+        bundled_model_path("fastest")
+    # Any other value is a path, refused as one when it is not a model file.
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("fastest") == (Path("fastest"), False)
+    with pytest.raises(ModelError):
+        Predictor.load("fastest")
+
+
 def test_write_checksum_makes_the_sidecar_a_load_checks(tmp_path: Path) -> None:
     """How a new bundled model gets its sidecars (sha256sum's format)."""
     model = tmp_path / "default.onnx"

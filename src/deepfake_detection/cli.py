@@ -397,7 +397,8 @@ def _model_flags(*, defaults: bool = True) -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     group = flags.add_argument_group("model")
     group.add_argument("--model", default=default(None),
-                       help="model file (.onnx or .safetensors); default: the bundled model")
+                       help="model file (.onnx or .safetensors) or a bundled model's name "
+                            "(default: the bundled default model)")
     group.add_argument("--backend", choices=("auto", "onnx", "torch"), default=default("auto"),
                        help="which sibling file runs: .onnx on ONNX Runtime, .safetensors on PyTorch")
     group.add_argument("--detector", default=default("auto"), help="face detector: auto, retinaface, haar")

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,7 +34,7 @@ from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, available_detectors, create_detector, crop_faces
 from deepfake_detection.faces.base import DEFAULT_DETECTOR
 from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
-from deepfake_detection.infer.bundled import default_model_path
+from deepfake_detection.infer.bundled import resolve_model
 from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, load_image
 from deepfake_detection.io.sources import InputItem
@@ -121,15 +120,16 @@ class Predictor:
              max_pixels: int = DEFAULT_MAX_PIXELS, detector: str | DetectorFactory = "auto",
              backend: Literal["auto", "onnx", "torch"] = "auto", batch_size: int = 32,
              threads: int | None = None, device: str = "cpu") -> Predictor:
-        """A model file (None: the bundled default, checksum-verified) with a face detector.
+        """A model file or a bundled model's name (None: the default; bundled ones checksum-verified)
+        with a face detector.
 
         threshold: replaces the spec's calibrated threshold (0..1). max_pixels: images with more are
         refused before decoding. detector: "auto", "retinaface", "haar" or a DetectorFactory.
         backend: which sibling file runs (see models/paths.py). threads: ONNX Runtime threads of the
         classifier (default: all cores). device: where PyTorch weights run ("cpu", "cuda")."""
-        model_path = default_model_path() if model is None else Path(model)
+        model_path, bundled = resolve_model(model)
         loaded = load_backend(model_path, kind=backend, threads=threads, device=device,
-                              require_checksum=model is None)
+                              require_checksum=bundled)
         return cls(loaded, detector=detector, threshold=threshold, max_pixels=max_pixels,
                    batch_size=batch_size)
 

@@ -94,10 +94,10 @@ class ScanSummary:
 def _model_file(config: ScanConfig) -> str:
     """The model path the workers load, checked here first with every override (a bad --model,
     --detector or --threshold fails before Ray starts)."""
-    from deepfake_detection.infer.bundled import default_model_path
+    from deepfake_detection.infer.bundled import resolve_model
     from deepfake_detection.infer.predictor import Predictor
 
-    path = default_model_path() if config.model is None else Path(config.model)
+    path, _ = resolve_model(config.model)
     Predictor.load(config.model, backend=config.backend, threshold=config.threshold,  # type: ignore[arg-type]
                    detector=config.detector, max_pixels=config.max_pixels, batch_size=config.batch_size,
                    threads=1)

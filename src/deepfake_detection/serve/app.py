@@ -91,6 +91,7 @@ class Service:
         self.predictor = predictor  # injected (tests) or loaded at start-up
         self.cam: Explainer | None = None
         self.cam_weights: Path | None = None  # Grad-CAM's, loaded into `cam` by the first request asking
+        self.cam_bundled = False  # the weights are a bundled model's: their checksum is required
         self.cam_reason = "explanations are off (--no-explain)"
         self._cam_lock = threading.Lock()
         self.hosts = allowed_hosts(settings.allowed_hosts, settings.host)
@@ -122,11 +123,11 @@ class Service:
         itself (no PyTorch; ~170 crops scored a face), ready at once."""
         import importlib.util
 
-        from deepfake_detection.infer.bundled import default_model_path
+        from deepfake_detection.infer.bundled import resolve_model
         from deepfake_detection.models.paths import weights_for
 
-        model_path = self.settings.model or default_model_path()
-        weights = weights_for(Path(model_path))
+        model_path, self.cam_bundled = resolve_model(self.settings.model)
+        weights = weights_for(model_path)
         try:  # whether PyTorch is installed, without importing it (that is what loading lazily saves)
             has_torch = importlib.util.find_spec("torch") is not None
         except ValueError:  # sys.modules["torch"] is None: made unimportable on purpose
@@ -156,7 +157,7 @@ class Service:
                 if self.cam_weights is None:
                     raise HTTPException(422, self.cam_reason)
                 try:
-                    if self.settings.model is None:
+                    if self.cam_bundled:
                         verify_checksum(self.cam_weights, required=True)
                     self.cam = GradCam.from_file(self.cam_weights)
                 except (DFDError, ImportError) as exc:  # bad weights, a broken PyTorch: the served model
