@@ -30,7 +30,8 @@ def bundled_model_path(name: str) -> Path:
     path = BUNDLED_DIR / BUNDLED_MODELS[name]
     if not path.exists():
         hint = ", or set DFD_DEFAULT_MODEL" if name == "default" else ""
-        raise ModelError(f"the bundled {name} model is missing ({path}); pass a model file with --model{hint}")
+        raise ModelError(f"the bundled {name} model is missing ({path}); "
+                         f"pass a model file with --model{hint}")
     return path
 
 
