@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -422,6 +423,26 @@ def test_balance_datasets_trains(tmp_path: Path, manifest: Path) -> None:
 
 
 # ---- weight averaging ("model soup") -------------------------------------------------------------
+
+def test_tta_hflip_run_is_validated_and_served_with_mirror_tta(tmp_path: Path, manifest: Path) -> None:
+    """model.tta_hflip: the epochs, the checkpoint choice and the calibration score crops as the
+    exported spec will serve them (mean logit of each crop and its mirror image)."""
+    from dataclasses import replace
+
+    from deepfake_detection.export.onnx import read_onnx_spec
+    from deepfake_detection.models.files import load_model_file, read_model_spec, save_model
+    from deepfake_detection.train.validation import score_model_file
+
+    out = train(cfg_of(manifest, tmp_path / "run", "model.tta_hflip=true", "epochs=1"))
+    assert read_model_spec(out / "model.safetensors").tta_hflip
+    assert read_onnx_spec(out / "model.onnx").tta_hflip
+    epoch = next(csv.DictReader((out / "metrics.csv").open()))  # the one epoch, as the trainer scored it
+    mirrored = score_model_file(out / "model.safetensors", out / "config.yaml")
+    assert mirrored["val_loss"] == pytest.approx(float(epoch["val_loss"]), rel=1e-5)
+    model, spec = load_model_file(out / "model.safetensors")
+    plain = save_model(model, replace(spec, tta_hflip=False), tmp_path / "plain.safetensors")
+    assert score_model_file(plain, out / "config.yaml")["val_loss"] != pytest.approx(mirrored["val_loss"])
+
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory, manifest: Path) -> tuple[Path, Path]:

@@ -72,6 +72,9 @@ class ModelConfig(_Strict):
     input_size: int | None = Field(default=None, ge=8)  # None: the architecture's default
     freeze_backbone: bool = False  # only the head trains; backbone BN statistics stay frozen too
     sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA (torch has no CPU SyncBatchNorm)
+    # Served with mirror-image TTA (spec.tta_hflip): validation, checkpoint choice and calibration
+    # then score each crop as serving will, the mean logit of it and its mirror image.
+    tta_hflip: bool = False
 
 
 class OptimConfig(_Strict):

@@ -94,15 +94,19 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(core: nn.Module, loader: Iterable[dict[str, Any]], ctx: StepContext, info: DistInfo,
-            *, desc: str = "val") -> tuple[np.ndarray, np.ndarray]:
-    """(logits, labels) over the loader's dataset, gathered from every rank, in index order."""
+            *, desc: str = "val", tta_hflip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) over the loader's dataset, gathered from every rank, in index order.
+    tta_hflip: each logit is the mean of the crop's and its mirror image's (as spec_logits serves)."""
     core.eval()
     idx, logits, labels = [], [], []
     n = len(loader)  # type: ignore[arg-type]
     for batch in tqdm(loader, total=n, desc=desc, disable=not (ctx.progress and info.is_main), leave=False,
                       file=sys.stderr, dynamic_ncols=True):
         with ctx.autocast():
-            out = core(ctx.inputs(batch)).squeeze(1)
+            x = ctx.inputs(batch)
+            out = core(x).squeeze(1)
+            if tta_hflip:
+                out = (out + core(x.flip(-1)).squeeze(1)) / 2
         logits.append(out.float().cpu().numpy())
         labels.append(batch["label"].numpy())
         idx.append(np.asarray(batch["index"]))

@@ -95,7 +95,7 @@ class Trainer:
         self.spec: ModelSpec = default_spec(cfg.model.arch, name=self.out.name, **size)
         self.data: RunData = build_data(cfg, self.spec, info)
         # The model is served on crops made exactly as its training crops were: the manifests' protocol.
-        self.spec = replace(self.spec, crop=self.data.protocol)
+        self.spec = replace(self.spec, crop=self.data.protocol, tta_hflip=cfg.model.tta_hflip)
         self.core = build_model(cfg, info, pretrained=False if resume else cfg.model.pretrained)
         self.model: nn.Module = self.core
         if info.distributed:
@@ -168,7 +168,8 @@ class Trainer:
     def _validate(self) -> tuple[float, float, float]:
         """(loss, pooled AUC, within-source AUC) on the validation crops; an undefined AUC is NaN."""
         D.broadcast_buffers(self.core, self.info)
-        logits, labels = predict(self.core, self.data.val_loader, self.ctx, self.info)
+        logits, labels = predict(self.core, self.data.val_loader, self.ctx, self.info,
+                                 tta_hflip=self.spec.tta_hflip)
         sources = self.data.val_rows["dataset"].astype(str).to_numpy()  # predict keeps row order
         return (bce_from_logits(logits, labels), *validation_aucs(logits, labels, sources))
 
@@ -233,7 +234,8 @@ class Trainer:
         model, spec = load_model_file(best)
         model = model.to(self.info.device)
         ctx = replace(self.ctx, amp_dtype=None, channels_last=False)  # float32, as exported
-        logits, labels = predict(model, self.data.val_loader, ctx, self.info, desc="calibrate")
+        logits, labels = predict(model, self.data.val_loader, ctx, self.info, desc="calibrate",
+                                 tta_hflip=spec.tta_hflip)
         temperature, bias = fit_calibration(logits, labels, self.cfg.calibration)
         threshold = choose_threshold(calibrated(logits, temperature, bias), labels,
                                      strategy=self.cfg.threshold_strategy, target_fpr=self.cfg.target_fpr)

@@ -46,7 +46,8 @@ def score_model_file(weights: str | os.PathLike[str], config: str | os.PathLike[
     info = D.setup("cpu")
     model, spec = load_model_file(weights)
     data = build_data(cfg, spec, info)
-    logits, labels = predict(model, data.val_loader, StepContext(info.device, None, False), info)
+    logits, labels = predict(model, data.val_loader, StepContext(info.device, None, False), info,
+                             tta_hflip=spec.tta_hflip)
     pooled, within = validation_aucs(logits, labels, data.val_rows["dataset"].astype(str).to_numpy())
     return {"val_loss": bce_from_logits(logits, labels), "val_auc": pooled, "val_auc_within": within,
             "val_samples": float(len(labels))}
