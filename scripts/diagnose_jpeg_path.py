@@ -16,6 +16,7 @@ Use the validation split: test splits are for the one look at a candidate.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 import cv2
@@ -42,7 +43,11 @@ def main() -> int:
     df = read_manifest(args.manifest)
     df = df[((df.split == args.split) | (args.split == "all")) & (df.dataset == args.dataset)]
     df = df[df.source_path.str.lower().str.endswith(tuple(IMAGE_EXTENSIONS))].drop_duplicates("source_path")
-    stored = int(df.crop_size.iloc[0]) if len(df) else 256
+    if df.empty:
+        print(f"error: no still-image {args.dataset} sources in split {args.split!r} of {args.manifest}",
+              file=sys.stderr)
+        return 2
+    stored = int(df.crop_size.iloc[0])
     images = [load_image(p) for p in df.source_path]
     faces = [predictor.detect_faces(img)[:1] for img in images]
     keep = [i for i, f in enumerate(faces) if f]

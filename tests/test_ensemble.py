@@ -74,8 +74,14 @@ def test_ensemble_refuses_bad_members(members: list[Path], tmp_path: Path) -> No
         ensemble_model_files([members[0], other])
     ens, ens_spec = ensemble_model_files(members)
     nested = save_model(ens, ens_spec, tmp_path / "nested.safetensors")
-    with pytest.raises(ModelError, match="already an ensemble"):
+    with pytest.raises(ModelError, match="already ensembles"):
         ensemble_model_files([nested, save_model(ens, ens_spec, tmp_path / "nested2.safetensors")])
+    with pytest.raises(ModelError, match="members"):  # one network and an ensemble: not one network
+        ensemble_model_files([members[0], nested])
+    from deepfake_detection.models.soup import average_model_files
+
+    with pytest.raises(ModelError, match="members"):  # nor can their weights be averaged
+        average_model_files([members[0], nested])
 
 
 def test_spec_members_defaults_to_one_and_is_validated() -> None:

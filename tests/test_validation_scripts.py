@@ -1,6 +1,6 @@
 """The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
 of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py,
-scripts/archive_evaluation.py)."""
+scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py)."""
 
 from __future__ import annotations
 
@@ -255,3 +255,27 @@ def test_committed_corpus_listing_keeps_every_ffpp_identity_in_one_fold() -> Non
         for clip_id in Path(path).stem.split("_"):
             assert group_of_id.setdefault(clip_id, group) == group, path
     assert {g[:2] for g in clips.loc[clips["dataset"] == "ffpp_c40", "group"]} == {"f0", "f1", "f2"}
+
+
+def test_jpeg_drop_by_source_finds_the_source_that_carries_the_drop(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("jpeg_drop_by_source")
+    rng = np.random.default_rng(0)
+    rows = []
+    for ds, fake_shift in (("video", -0.5), ("photos", 0.0)):
+        for label in (0, 1):
+            for _ in range(50):
+                score = float(np.clip(rng.normal(0.3 + 0.4 * label, 0.1), 0, 1))
+                rows.append({"dataset": ds, "label": label, "score": score,
+                             "score_jpeg50": max(0.0, score + (fake_shift if label else 0.0))})
+    scores = pd.DataFrame(rows)
+    shifts, lost = script.drop_by_source(scores, "jpeg50")
+    video_fakes = shifts[(shifts["dataset"] == "video") & (shifts["label"] == 1)]["mean"].item()
+    assert video_fakes < -0.4 and shifts[shifts["dataset"] == "photos"]["mean"].abs().max() == 0
+    assert lost["video"] > 0.1 and lost["photos"] == 0.0  # only the video fakes lose their evidence
+    with pytest.raises(KeyError, match="score_blur1"):
+        script.drop_by_source(scores, "blur1")
+    scores.to_csv(tmp_path / "scores.csv", index=False)
+    assert script.main([str(tmp_path)]) == 0
+    assert "video" in capsys.readouterr().out
+    assert script.main([str(tmp_path / "missing")]) == 2

@@ -51,12 +51,10 @@ def ensemble_model_files(paths: Sequence[str | os.PathLike[str]], *,
     from deepfake_detection.models.files import load_model_file
     from deepfake_detection.models.soup import common_spec
 
-    spec = common_spec(paths)
-    loaded = [load_model_file(path) for path in paths]
-    nested = [str(p) for p, (_, s) in zip(paths, loaded, strict=True) if s.members > 1]
-    if nested:
-        raise ModelError(f"{', '.join(nested)}: already an ensemble; give its members instead")
-    model = LogitEnsemble([m for m, _ in loaded])
+    spec = common_spec(paths)  # headers only; `members` agrees across the files too
+    if spec.members > 1:
+        raise ModelError(f"{', '.join(map(str, paths))}: already ensembles; give their members instead")
+    model = LogitEnsemble([load_model_file(path)[0] for path in paths])
     spec = replace(spec, members=len(paths), name=name, temperature=1.0, bias=0.0, threshold=0.5)
     return model.eval(), spec
 

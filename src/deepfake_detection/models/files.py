@@ -60,6 +60,7 @@ def load_model_file(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelSpec]
         state = load_file(str(path))
     except Exception as exc:
         raise ModelError(f"cannot read model file {path}: {exc}") from exc
+
     def build() -> nn.Module:
         if spec.members > 1:
             from deepfake_detection.models.ensemble import build_ensemble

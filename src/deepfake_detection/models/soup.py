@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 # What must agree between ingredients for their mean to be one model served one way.
-_SAME = ("arch", "input_size", "mean", "std", "crop")
+_SAME = ("arch", "input_size", "mean", "std", "crop", "members")
 
 
 def common_spec(paths: Sequence[str | os.PathLike[str]]) -> ModelSpec:
@@ -29,7 +29,7 @@ def common_spec(paths: Sequence[str | os.PathLike[str]]) -> ModelSpec:
     from deepfake_detection.models.files import read_model_spec
 
     if len(paths) < 2:
-        raise ModelError("averaging needs at least two model files")
+        raise ModelError("averaging or an ensemble needs at least two model files")
     spec = read_model_spec(paths[0])
     for path in paths[1:]:
         other = read_model_spec(path)
