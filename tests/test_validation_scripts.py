@@ -1,6 +1,6 @@
 """The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
 of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py,
-scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py)."""
+scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py, scripts/evaluate_stored_crops.py)."""
 
 from __future__ import annotations
 
@@ -279,3 +279,29 @@ def test_jpeg_drop_by_source_finds_the_source_that_carries_the_drop(
     assert script.main([str(tmp_path)]) == 0
     assert "video" in capsys.readouterr().out
     assert script.main([str(tmp_path / "missing")]) == 2
+
+
+def test_evaluate_stored_crops_serves_crops_made_like_training_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The diagnosis crops at the stored size, then shrinks with INTER_AREA (not the product path's
+    direct crop), and routes both the photo and the video path through that crop."""
+    import cv2
+
+    import deepfake_detection.infer.predictor as predictor_module
+    import deepfake_detection.infer.video as video_module
+    from deepfake_detection.faces import Face, crop_face
+    from deepfake_detection.models.spec import CropProtocol
+
+    script = load_script("evaluate_stored_crops")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)  # fine texture: the filters differ
+    face = Face(box=np.array([100, 100, 300, 300], np.float32), score=0.99)
+    protocol = CropProtocol()
+    expected = cv2.resize(crop_face(image, face, 256, protocol), (64, 64), interpolation=cv2.INTER_AREA)
+    got = script.stored_size_crop(image, face, 64, protocol, 256)
+    np.testing.assert_array_equal(got, expected)
+    assert np.abs(got.astype(int) - crop_face(image, face, 64, protocol).astype(int)).mean() > 1
+    monkeypatch.setattr(predictor_module, "crop_faces", predictor_module.crop_faces)  # restored after
+    monkeypatch.setattr(video_module, "crop_face", video_module.crop_face)
+    script.use_stored_size_crops(256)
+    np.testing.assert_array_equal(predictor_module.crop_faces(image, [face], 64, protocol)[0], expected)
+    np.testing.assert_array_equal(video_module.crop_face(image, face, 64, protocol), expected)

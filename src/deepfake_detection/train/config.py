@@ -25,7 +25,8 @@ from deepfake_detection.data.blend import BlendConfig
 from deepfake_detection.errors import DFDError
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+    "ConfigError", "ConsistencyConfig", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig",
+    "TrainConfig",
     "apply_overrides", "load_config", "save_config",
 ]
 
@@ -95,11 +96,29 @@ class ScheduleConfig(_Strict):
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)  # cosine floor, fraction of lr
 
 
+class ConsistencyConfig(_Strict):
+    """JPEG consistency: every training crop also goes through the network as a JPEG copy (quality drawn
+    from `jpeg_quality`, encoded on the final model-input crop, as compression reaches a served face);
+    the loss is the mean BCE of both views plus `weight` x the mean squared difference of their logits,
+    so evidence that compression erases cannot decide a verdict alone. weight 0: off (one view)."""
+
+    weight: float = Field(default=0.0, ge=0.0)
+    jpeg_quality: tuple[int, int] = (30, 80)
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 100:
+            raise ValueError(f"need 1 <= low <= high <= 100, got {v}")
+        return v
+
+
 class TrainConfig(_Strict):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     epochs: int = Field(default=8, ge=1)
     batch_size: int = Field(default=32, ge=2)  # per process, per micro-batch (BatchNorm needs >= 2)
     seed: int = Field(default=0, ge=0)

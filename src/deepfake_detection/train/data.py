@@ -28,6 +28,7 @@ from deepfake_detection.data.blend import BlendConfig, self_blend
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import CROP_PROTOCOL_COLUMNS
 from deepfake_detection.errors import DatasetError
+from deepfake_detection.evaluate.robustness import jpeg
 from deepfake_detection.infer.preprocess import to_batch
 from deepfake_detection.models.spec import CropProtocol, ModelSpec
 
@@ -85,10 +86,13 @@ class CropDataset(Dataset[dict[str, Any]]):
     A real row i is turned into a self-blended fake (label 1) with probability `sbi_p[i]` (one number:
     every real row), decided per (seed, epoch, index); when blending refuses the landmarks the untouched
     real is kept (label 0).
-    Both classes then go through the same `transform` and the spec's normalisation (as inference)."""
+    Both classes then go through the same `transform` and the spec's normalisation (as inference).
+    `jpeg_pair` (a quality range): the sample also holds "image_jpeg", the transformed crop re-encoded as
+    JPEG at a quality drawn from it (the second view of training's JPEG consistency)."""
 
     def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
-                 sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None) -> None:
+                 sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None,
+                 jpeg_pair: tuple[int, int] | None = None) -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -96,6 +100,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         lm68 = rows["landmarks68"] if "landmarks68" in rows else [None] * len(rows)
         self.landmarks68 = list(lm68)
         self.spec, self.transform, self.seed, self.blend = spec, transform, seed, blend
+        self.jpeg_pair = jpeg_pair
         # Per row; fakes are never blended. Validation gives a fixed half of its reals 1.0, the rest 0.
         per_row = np.broadcast_to(np.asarray(sbi_p, np.float64), len(rows))
         self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
@@ -130,9 +135,13 @@ class CropDataset(Dataset[dict[str, Any]]):
         set_seed = getattr(self.transform, "set_random_seed", None)
         if set_seed is not None:
             set_seed(tf_seed)
-        image = self.transform(image=image)["image"]
-        x = to_batch([np.ascontiguousarray(image)], self.spec)[0]  # the inference normalisation
-        return {"image": torch.from_numpy(x), "label": torch.tensor(label, dtype=torch.float32), "index": i}
+        image = np.ascontiguousarray(self.transform(image=image)["image"])
+        x = to_batch([image], self.spec)[0]  # the inference normalisation
+        sample = {"image": torch.from_numpy(x), "label": torch.tensor(label, dtype=torch.float32), "index": i}
+        if self.jpeg_pair is not None:
+            quality = int(rng.integers(self.jpeg_pair[0], self.jpeg_pair[1] + 1))
+            sample["image_jpeg"] = torch.from_numpy(to_batch([jpeg(image, quality)], self.spec)[0])
+        return sample
 
 
 # ---- epoch orders ---------------------------------------------------------------------------------

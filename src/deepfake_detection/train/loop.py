@@ -28,14 +28,15 @@ class StepContext:
     label_smoothing: float = 0.0
     freeze_backbone: bool = False
     progress: bool = True
+    consistency_weight: float = 0.0  # JPEG consistency (ConsistencyConfig): batches hold image_jpeg
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def inputs(self, batch: dict[str, Any]) -> torch.Tensor:
-        x: torch.Tensor = batch["image"].to(self.device, non_blocking=True)
+    def inputs(self, batch: dict[str, Any], key: str = "image") -> torch.Tensor:
+        x: torch.Tensor = batch[key].to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -51,6 +52,15 @@ def bce_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0)
     """Per-sample BCE-with-logits in float32; smoothing moves targets to s/2 and 1 - s/2."""
     target = labels * (1.0 - smoothing) + 0.5 * smoothing
     return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+
+
+def consistency_losses(logits: torch.Tensor, labels: torch.Tensor, weight: float,
+                       smoothing: float = 0.0) -> torch.Tensor:
+    """Per-sample JPEG-consistency loss; `logits` holds the clean views, then their JPEG copies:
+    the mean BCE of the two views + weight x their squared logit difference."""
+    clean, compressed = logits.float().chunk(2)
+    bce = (bce_loss(clean, labels, smoothing) + bce_loss(compressed, labels, smoothing)) / 2
+    return bce + weight * (clean - compressed) ** 2
 
 
 def train_one_epoch(
@@ -74,9 +84,14 @@ def train_one_epoch(
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step_now else (
             contextlib.nullcontext())
         with sync:
-            with ctx.autocast():
-                logits = model(x).squeeze(1)
-            losses = bce_loss(logits, y, ctx.label_smoothing)
+            if ctx.consistency_weight > 0:  # one forward pass: BatchNorm sees both views together
+                with ctx.autocast():
+                    logits = model(torch.cat([x, ctx.inputs(batch, "image_jpeg")])).squeeze(1)
+                losses = consistency_losses(logits, y, ctx.consistency_weight, ctx.label_smoothing)
+            else:
+                with ctx.autocast():
+                    logits = model(x).squeeze(1)
+                losses = bce_loss(logits, y, ctx.label_smoothing)
             scaler.scale(losses.mean() / ctx.grad_accum).backward()
         total += losses.detach().sum()
         count += len(y)
