@@ -19,8 +19,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-import cv2
 import numpy as np
+from evaluate_stored_crops import stored_size_crop  # scripts/ beside this file: the one stored-crop recipe
 
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.evaluate.metrics import roc_auc
@@ -57,9 +57,8 @@ def main() -> int:
         return crop_faces(img, face, size, protocol)[0]
 
     def via_stored(img: np.ndarray, face: list[Face],
-                   degrade: Callable[[np.ndarray], np.ndarray] = lambda x: x) -> np.ndarray:
-        return cv2.resize(degrade(crop_faces(img, face, stored, protocol)[0]), (size, size),
-                          interpolation=cv2.INTER_AREA)
+                   degrade: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        return stored_size_crop(img, face[0], size, protocol, stored, degrade)
 
     variants: dict[str, Callable[[np.ndarray, list[Face]], np.ndarray]] = {
         "direct, clean (the product path)": direct,

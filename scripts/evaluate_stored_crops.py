@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -25,10 +25,13 @@ from deepfake_detection.faces import crop as crop_module
 from deepfake_detection.models.spec import CropProtocol
 
 
-def stored_size_crop(image: np.ndarray, face: Face, size: int, protocol: CropProtocol,
-                     stored: int) -> np.ndarray:
-    """The crop `dfd prepare` stores (side `stored`), shrunk to `size` as training's eval transform does."""
+def stored_size_crop(image: np.ndarray, face: Face, size: int, protocol: CropProtocol, stored: int,
+                     degrade: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The crop `dfd prepare` stores (side `stored`), optionally degraded there (as training's
+    augmentation degrades stored crops), then shrunk to `size` as training's eval transform does."""
     crop = crop_module.crop_face(image, face, stored, protocol)
+    if degrade is not None:
+        crop = degrade(crop)
     if stored == size:
         return crop
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
