@@ -496,6 +496,46 @@ def _average_weights(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def test_weighted_average_mixes_and_extrapolates_along_the_line(two_runs: tuple[Path, Path]) -> None:
+    """WiSE-FT's mixing coefficient: weights are divided by their sum, a negative one extrapolates, and
+    weights that cannot mix are refused."""
+    from safetensors.torch import load_file
+
+    from deepfake_detection.errors import ModelError
+    from deepfake_detection.models.soup import average_model_files, mixing_weights
+
+    files = [run / "model.safetensors" for run in two_runs]
+    a, b = (load_file(str(f)) for f in files)
+    floats = [k for k in a if a[k].is_floating_point()]
+    for weights, (wa, wb) in (([1, 3], (0.25, 0.75)), ([-0.5, 1.5], (-0.5, 1.5))):
+        state = average_model_files(files, weights=weights)[0].state_dict()
+        for k in floats:
+            torch.testing.assert_close(state[k], (a[k].double() * wa + b[k].double() * wb).float())
+    assert mixing_weights(2) == [0.5, 0.5] and mixing_weights(2, [2, 2]) == [0.5, 0.5]
+    for bad, message in (([1.0], "1 weights for 2"), ([1, -1], "positive"), ([float("nan"), 1], "positive")):
+        with pytest.raises(ModelError, match=message):
+            average_model_files(files, weights=bad)
+
+
+def test_average_weights_script_mixes_with_the_given_weights_in_the_given_order(
+        two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = [str(run / "model.safetensors") for run in two_runs]
+    out = tmp_path / "mix"
+    proc = _average_weights(*files, "--config", str(two_runs[0] / "config.yaml"), "--out", str(out),
+                            "--weights", "3", "1")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mean_of"] == files and summary["weights"] == [0.75, 0.25]
+    a, b, mix = (load_file(str(f)) for f in (*files, out / "model.safetensors"))
+    key = next(k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k]))
+    torch.testing.assert_close(mix[key], (a[key].double() * 0.75 + b[key].double() * 0.25).float())
+    refused = _average_weights(*files, "--config", str(two_runs[0] / "config.yaml"), "--out",
+                               str(tmp_path / "bad"), "--weights", "1", "-1")
+    assert refused.returncode == 2 and "positive" in refused.stderr and not (tmp_path / "bad").exists()
+
+
 def test_average_weights_script_refuses_files_of_another_network(two_runs: tuple[Path, Path],
                                                                  tmp_path: Path) -> None:
     from dataclasses import replace

@@ -39,29 +39,45 @@ def common_spec(paths: Sequence[str | os.PathLike[str]]) -> ModelSpec:
     return spec
 
 
-def average_model_files(paths: Sequence[str | os.PathLike[str]], *,
-                        name: str = "") -> tuple[nn.Module, ModelSpec]:
-    """(model, spec): the uniform mean of the model files' weights. Floating tensors are averaged in
-    float64; integer buffers (BatchNorm's batch counters) are taken from the first file. ModelError as
-    `common_spec` says."""
+def mixing_weights(count: int, weights: Sequence[float] | None = None) -> list[float]:
+    """The weights `average_model_files` uses: uniform when none are given, else the given ones
+    divided by their sum. Negative weights are allowed (extrapolating along the line from one file to
+    another, as WiSE-FT's mixing coefficient above 1 does); ModelError for the wrong count or a
+    non-positive sum."""
+    if weights is None:
+        return [1.0 / count] * count
+    if len(weights) != count:
+        raise ModelError(f"{len(weights)} weights for {count} model files")
+    total = float(sum(weights))
+    if not total > 0:  # also refuses NaN
+        raise ModelError(f"the weights must sum to a positive number, not {total}")
+    return [float(w) / total for w in weights]
+
+
+def average_model_files(paths: Sequence[str | os.PathLike[str]], *, name: str = "",
+                        weights: Sequence[float] | None = None) -> tuple[nn.Module, ModelSpec]:
+    """(model, spec): the mean of the model files' weights, uniform unless `weights` are given (see
+    `mixing_weights`). Floating tensors are summed in float64; integer buffers (BatchNorm's batch
+    counters) are taken from the first file. ModelError as `common_spec` and `mixing_weights` say."""
     import torch
 
     from deepfake_detection.models.files import load_model_file
 
     common_spec(paths)
+    coefficients = mixing_weights(len(paths), weights)
     model, spec = load_model_file(paths[0])
     first = model.state_dict()
-    sums = {k: v.double().clone() if v.is_floating_point() else v for k, v in first.items()}
-    for path in paths[1:]:
+    sums = {k: v.double() * coefficients[0] if v.is_floating_point() else v for k, v in first.items()}
+    for path, coefficient in zip(paths[1:], coefficients[1:], strict=True):
         other, _ = load_model_file(path)
         for key, value in other.state_dict().items():  # same arch: same keys and shapes (strict load)
             if value.is_floating_point():
-                sums[key] += value.double()
-    mean = {k: (v / len(paths)).to(first[k].dtype) if v.is_floating_point() else v for k, v in sums.items()}
+                sums[key] += value.double() * coefficient
+    mean = {k: v.to(first[k].dtype) if v.is_floating_point() else v for k, v in sums.items()}
     with torch.no_grad():
         model.load_state_dict(mean, strict=True)
     spec = replace(spec, name=name, temperature=1.0, bias=0.0, threshold=0.5)
     return model.eval(), spec
 
 
-__all__ = ["average_model_files", "common_spec"]
+__all__ = ["average_model_files", "common_spec", "mixing_weights"]
