@@ -9,6 +9,11 @@ by hand, with the commands that reproduce them.
     .venv/bin/python scripts/ship_model.py work/v2_fold0 --name dfd-default-v2 --evaluation work/eval_v2_fold0
 
 `--calibrated DIR` ships a `dfd calibrate` refit of the run's weights (e.g. with mirror TTA) instead.
+
+The model files the run started from or averaged (the config's `model.pretrained`, the summary's
+`mean_of`) are named by path, and one of them is often the bundled file this script overwrites: their
+sha256, taken before anything is written, go into default.metrics.json as `ancestors`, so the
+record still says which weights they were.
 """
 
 from __future__ import annotations
@@ -22,7 +27,20 @@ from pathlib import Path
 from deepfake_detection.export.onnx import check_parity, export_onnx
 from deepfake_detection.infer.bundled import BUNDLED_DIR
 from deepfake_detection.models.files import load_model_file, save_model
-from deepfake_detection.models.paths import write_checksum
+from deepfake_detection.models.paths import sha256_file, write_checksum
+
+
+def ancestor_hashes(run: Path) -> dict[str, str]:
+    """{path: sha256, or "missing"} of the model files `run` names as its start or its ingredients."""
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    summary = json.loads((run / "summary.json").read_text())
+    pretrained = (config.get("model") or {}).get("pretrained")
+    named = [pretrained] if isinstance(pretrained, str) else []
+    named += [str(p) for p in summary.get("mean_of") or []]
+    files = [p for p in dict.fromkeys(named) if Path(p).suffix in (".safetensors", ".onnx")]
+    return {p: sha256_file(p) if Path(p).is_file() else "missing" for p in files}
 
 
 def main() -> int:
@@ -35,6 +53,7 @@ def main() -> int:
                         help="a `dfd calibrate --out` folder of the run's weights: ship its calibration")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
     args = parser.parse_args()
+    ancestors = ancestor_hashes(args.run)  # before the bundled file, often one of them, is replaced
     model, spec = load_model_file((args.calibrated or args.run) / "model.safetensors")
     spec = replace(spec, name=args.name)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +64,7 @@ def main() -> int:
         write_checksum(path)
     shutil.copyfile(args.run / "config.yaml", args.out / "default.train_config.yaml")
     summary = json.loads((args.run / "summary.json").read_text())
-    summary.update({"name": args.name, "onnx_parity_max_abs": parity})
+    summary.update({"name": args.name, "onnx_parity_max_abs": parity, "ancestors": ancestors})
     if args.calibrated:  # the run's own fit is replaced by `dfd calibrate`'s
         fit = json.loads((args.calibrated / "calibration.json").read_text())
         summary.update({"temperature": spec.temperature, "bias": spec.bias, "threshold": spec.threshold,

@@ -4,6 +4,7 @@ calibration measure the product's own path (decode, detect, crop, classify) on t
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,6 +20,7 @@ from deepfake_detection.cli import main
 from deepfake_detection.data.manifest import read_manifest, write_manifest
 from deepfake_detection.data.prepare import pad_image
 from deepfake_detection.errors import DatasetError
+from deepfake_detection.models.paths import sha256_file
 from deepfake_detection.train.data import crop_protocol_of, load_manifests
 from dfd_testkit.synthetic import moving_face_clip, scene, write_image
 
@@ -179,9 +181,19 @@ def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
 
     # scripts/ship_model.py --calibrated bundles that refit with the run's config, summary and the
     # evaluation of exactly that model (a mismatched evaluation is refused).
+    # As v6's did, the run names the bundled file it replaces as an ingredient: its hash, taken
+    # before the overwrite, is what the record keeps.
     evaluation = tmp_path / "eval"
     evaluation.mkdir()
     (evaluation / "metrics.json").write_text(json.dumps({"threshold": spec.threshold}))
+    old_bundled = tmp_path / "b" / "default.safetensors"
+    old_bundled.parent.mkdir()
+    shutil.copyfile(run / "model.safetensors", old_bundled)
+    old_bundled.write_bytes(old_bundled.read_bytes() + b" ")  # another file than the shipped one
+    summary = json.loads((run / "summary.json").read_text())
+    summary["mean_of"] = [str(old_bundled), str(tmp_path / "gone.safetensors")]
+    (run / "summary.json").write_text(json.dumps(summary))
+    old_hash = sha256_file(old_bundled)
     ship = [sys.executable, str(REPO / "scripts/ship_model.py"), str(run), "--name", "test-v3",
             "--evaluation", str(evaluation), "--calibrated", str(tmp_path / "tta"),
             "--out", str(tmp_path / "b")]
@@ -190,6 +202,9 @@ def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
     assert shipped == replace(spec, name="test-v3")
     metrics = json.loads((tmp_path / "b" / "default.metrics.json").read_text())
     assert metrics["training"]["recalibration"]["tta_hflip"] and metrics["training"]["tta_hflip"]
+    assert metrics["training"]["ancestors"] == {str(old_bundled): old_hash,
+                                                str(tmp_path / "gone.safetensors"): "missing"}
+    assert sha256_file(old_bundled) != old_hash  # it was overwritten after hashing
     (evaluation / "metrics.json").write_text(json.dumps({"threshold": trained.threshold}))
     refused = subprocess.run(ship, capture_output=True, text=True)
     assert refused.returncode != 0 and "evaluated another model" in refused.stderr
