@@ -164,6 +164,13 @@ def test_validation_report_pools_folds_at_each_models_threshold(tmp_path: Path) 
                      for s, t in zip(scores, thresholds, strict=True)])
     fpr = rows["utk_real held-out reals, FPR at the threshold"][1]
     assert fpr.startswith(f"{(utk['score'] >= utk['t']).mean():.3f}")  # each fold at its threshold
+    under = rows["real photos (aaf + utk), FPR at the threshold under JPEG 50"][1]
+    assert under.startswith(f"{(utk['score_jpeg50'] >= utk['t']).mean():.3f}")  # the JPEG copy's scores
+    fakes = pd.concat([s[s["dataset"].str.startswith("ffpp") & (s["label"] == 1)].assign(t=t)
+                       for s, t in zip(scores, thresholds, strict=True)])
+    recall = rows["FF++ fakes, recall at the threshold under JPEG 50"][1]
+    assert recall.startswith(f"{(fakes['score_jpeg50'] >= fakes['t']).mean():.3f}")
+    assert recall != rows["FF++ fakes (c23 + c40), recall at the threshold"][1]
 
 
 def test_validation_report_leave_one_method_out_from_fold_runs(tmp_path: Path) -> None:
