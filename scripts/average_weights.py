@@ -58,7 +58,7 @@ def run() -> int:
     if args.greedy and args.weights:
         parser.error("--greedy keeps a uniform mean of the inputs it keeps: give --weights or --greedy")
     common_spec(args.models)  # refuse mismatched files before minutes of scoring
-    coefficients = mixing_weights(len(args.models), args.weights)  # refuse bad weights before scoring too
+    mixing_weights(len(args.models), args.weights)  # refuse bad weights before minutes of scoring too
     scores = {p: score_model_file(p, args.config) for p in args.models}
     for path, s in scores.items():
         print(json.dumps({"model": str(path), **s}), flush=True)
@@ -79,14 +79,14 @@ def run() -> int:
             kept_alone = {"result": "no mean kept: the best single model stays", "model": str(chosen[0])}
             print(json.dumps(kept_alone), flush=True)
             return 1
-        mix = None if args.greedy else coefficients  # greedy means are uniform over what they kept
-        model, spec = average_model_files(chosen, name=args.out.name, weights=mix)
+        # --weights excludes --greedy, so `chosen` is then the inputs in their given order
+        model, spec = average_model_files(chosen, name=args.out.name, weights=args.weights)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = save_model(model, spec, args.out / "model.safetensors")
     result = result or score_model_file(weights, args.config)  # the same weights: no second scoring
     print(json.dumps({"mean_of": [str(p) for p in chosen], "out": str(weights), **result}), flush=True)
     summary = {"mean_of": [str(p) for p in chosen], "greedy": args.greedy,
-               "weights": None if args.greedy else coefficients, **result,
+               "weights": mixing_weights(len(chosen), args.weights), **result,
                "select_metric": "within_source_auc", "inputs": {str(p): scores[p] for p in args.models},
                "arch": spec.arch, "input_size": spec.input_size, "crop_protocol": asdict(spec.crop)}
     write_text_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")

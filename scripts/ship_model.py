@@ -23,6 +23,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from deepfake_detection.export.onnx import check_parity, export_onnx
 from deepfake_detection.infer.bundled import BUNDLED_DIR
@@ -30,12 +31,12 @@ from deepfake_detection.models.files import load_model_file, save_model
 from deepfake_detection.models.paths import sha256_file, write_checksum
 
 
-def ancestor_hashes(run: Path) -> dict[str, str]:
-    """{path: sha256, or "missing"} of the model files `run` names as its start or its ingredients."""
+def ancestor_hashes(run: Path, summary: dict[str, Any]) -> dict[str, str]:
+    """{path: sha256, or "missing"} of the model files `run` (its config and `summary`) names as its
+    start or its ingredients."""
     import yaml
 
     config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    summary = json.loads((run / "summary.json").read_text())
     pretrained = (config.get("model") or {}).get("pretrained")
     named = [pretrained] if isinstance(pretrained, str) else []
     named += [str(p) for p in summary.get("mean_of") or []]
@@ -53,7 +54,8 @@ def main() -> int:
                         help="a `dfd calibrate --out` folder of the run's weights: ship its calibration")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
     args = parser.parse_args()
-    ancestors = ancestor_hashes(args.run)  # before the bundled file, often one of them, is replaced
+    summary = json.loads((args.run / "summary.json").read_text())
+    ancestors = ancestor_hashes(args.run, summary)  # before the bundled file, often one of them, is replaced
     model, spec = load_model_file((args.calibrated or args.run) / "model.safetensors")
     spec = replace(spec, name=args.name)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,6 @@ def main() -> int:
     for path in (weights, onnx_path):
         write_checksum(path)
     shutil.copyfile(args.run / "config.yaml", args.out / "default.train_config.yaml")
-    summary = json.loads((args.run / "summary.json").read_text())
     summary.update({"name": args.name, "onnx_parity_max_abs": parity, "ancestors": ancestors})
     if args.calibrated:  # the run's own fit is replaced by `dfd calibrate`'s
         fit = json.loads((args.calibrated / "calibration.json").read_text())
