@@ -19,7 +19,9 @@ import torch
 from deepfake_detection.cli import main
 from deepfake_detection.data.manifest import read_manifest, write_manifest
 from deepfake_detection.data.prepare import pad_image
-from deepfake_detection.errors import DatasetError
+from deepfake_detection.errors import DatasetError, DFDError
+from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
+from deepfake_detection.evaluate.product_path import jpeg_perturbation, raw_logits, score_sources
 from deepfake_detection.models.paths import sha256_file
 from deepfake_detection.train.data import crop_protocol_of, load_manifests
 from dfd_testkit.synthetic import moving_face_clip, scene, write_image
@@ -178,6 +180,32 @@ def test_calibrate_refits_on_the_product_path_and_switches_mirror_tta(
     assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "temp"),
                  "--calibration", "temperature"]) == 0
     assert Predictor.load(tmp_path / "temp" / "model.onnx").spec.bias == 0.0  # temperature scaling alone
+
+    # --jpeg-quality 50: every validation frame also counts as its JPEG 50 copy, and the fit is the
+    # one made by hand on that pool (not the clean-only fit).
+    assert main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "jpeg"),
+                 "--jpeg-quality", "50", "--strategy", "youden"]) == 0
+    assert "with JPEG 50 copies" in capsys.readouterr().out
+    pooled = json.loads((tmp_path / "jpeg" / "calibration.json").read_text())
+    val = read_manifest(prepared)
+    scores = score_sources(Predictor.load(run / "model.onnx"), val[val["split"] == "val"], frames=8,
+                           perturbations=("jpeg50",))
+    seen = scores.perturbed["jpeg50"] > 0
+    labels = np.concatenate([scores.frames["label"], scores.frames["label"][seen]])
+    logits = raw_logits(np.concatenate([scores.frames["score"], scores.perturbed["jpeg50"][seen]]),
+                        trained.temperature, trained.bias)
+    temperature, bias = fit_calibration(logits, labels, "platt")
+    assert pooled["jpeg_quality"] == 50 and pooled["frames"] == len(labels) > len(scores.frames)
+    assert (pooled["temperature"], pooled["bias"]) == pytest.approx((temperature, bias), rel=1e-4, abs=1e-4)
+    assert pooled["threshold"] == pytest.approx(
+        choose_threshold(calibrated(logits, temperature, bias), labels, strategy="youden"), rel=1e-4)
+    assert (pooled["temperature"], pooled["bias"]) != pytest.approx((same.temperature, same.bias), rel=1e-3)
+    assert json.loads((tmp_path / "same" / "calibration.json").read_text())["jpeg_quality"] is None
+    with pytest.raises(SystemExit):  # only the robustness table's qualities
+        main(["calibrate", str(run / "model.safetensors"), str(prepared), "--out", str(tmp_path / "q"),
+              "--jpeg-quality", "40"])
+    with pytest.raises(DFDError, match="not offered"):
+        jpeg_perturbation(40)
 
     # scripts/ship_model.py --calibrated bundles that refit with the run's config, summary and the
     # evaluation of exactly that model (a mismatched evaluation is refused).

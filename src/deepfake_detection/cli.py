@@ -259,9 +259,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     tta = None if args.tta is None else args.tta == "hflip"
     spec, n = recalibrate(args.model, args.data, args.out, tta_hflip=tta, strategy=args.strategy,
-                          target_fpr=args.target_fpr, split=args.split, calibration=args.calibration)
+                          target_fpr=args.target_fpr, split=args.split, calibration=args.calibration,
+                          jpeg_quality=args.jpeg_quality)
+    pooled = "" if args.jpeg_quality is None else f" with JPEG {args.jpeg_quality} copies"
     print(f"temperature {spec.temperature:.4f}, bias {spec.bias:.4f}, threshold {spec.threshold:.4f} "
-          f"({args.calibration} on {n} {args.split} frames, "
+          f"({args.calibration} on {n} {args.split} frames{pooled}, "
           f"mirror TTA {'on' if spec.tta_hflip else 'off'}): {Path(args.out) / 'model.onnx'}")
     return 0
 
@@ -554,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--calibration", choices=("platt", "temperature"), default="platt",
                      help="platt: sigmoid(z / T + bias), slope and offset (default, as "
                           "configs/default.yaml); temperature: T alone")
+    cal.add_argument("--jpeg-quality", type=int, choices=(90, 70, 50, 30),  # the robustness table's
+                     help="also fit on every frame re-encoded as JPEG at this quality, pooled with the clean "
+                          "ones, so the threshold serves compressed uploads too (default: clean frames only)")
     cal.set_defaults(func=_cmd_calibrate)
 
     cmp = sub.add_parser("compare", help="one table across `dfd evaluate` report folders")

@@ -31,6 +31,8 @@ from deepfake_detection.errors import DFDError
 log = logging.getLogger(__name__)
 
 SOURCE_COLUMNS = ("source_id", "source_path", "label", "method", "dataset", "group")
+# The JPEG qualities a calibration may pool with the clean frames: the robustness table's.
+CALIBRATION_JPEG_QUALITIES = (90, 70, 50, 30)
 
 
 @dataclass
@@ -121,21 +123,35 @@ class Fit:
 
 
 def fit_on_product_path(predictor: Any, val_rows: pd.DataFrame, *, strategy: str, target_fpr: float,
-                        frames: int = 8, calibration: str = "platt") -> Fit:
+                        frames: int = 8, calibration: str = "platt", jpeg_quality: int | None = None) -> Fit:
     """Calibration (`calibration`: "platt" or "temperature") and threshold fitted on the validation
     sources through the product path, from the calibrated probabilities of `predictor` (its spec's
-    calibration is undone first). DFDError when the sources cannot give both classes (moved or
-    deleted files)."""
+    calibration is undone first). `jpeg_quality`: also fit on each frame re-encoded as JPEG at that
+    quality (pooled with the clean frames), so the operating point serves compressed uploads too.
+    DFDError when the sources cannot give both classes (moved or deleted files)."""
     from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
 
-    scores = score_sources(predictor, val_rows, frames=frames)
+    perturbation = () if jpeg_quality is None else (jpeg_perturbation(jpeg_quality),)
+    scores = score_sources(predictor, val_rows, frames=frames, perturbations=perturbation)
     rows = scores.frames
     if rows.empty or rows["label"].nunique() < 2:
         raise DFDError(f"validation sources gave {len(rows)} scorable frames of "
                        f"{rows['label'].nunique() if len(rows) else 0} class(es)")
-    labels = rows["label"].to_numpy()
-    logits = raw_logits(rows["score"].to_numpy(), predictor.spec.temperature, predictor.spec.bias)
+    labels, probabilities = rows["label"].to_numpy(), rows["score"].to_numpy(np.float64)
+    for name in perturbation:
+        compressed = scores.perturbed[name]
+        seen = compressed > 0.0  # 0: the compressed copy hid the face; no frame to fit on
+        labels = np.concatenate([labels, rows["label"].to_numpy()[seen]])
+        probabilities = np.concatenate([probabilities, compressed[seen]])
+    logits = raw_logits(probabilities, predictor.spec.temperature, predictor.spec.bias)
     temperature, bias = fit_calibration(logits, labels, calibration)
     threshold = choose_threshold(calibrated(logits, temperature, bias), labels, strategy=strategy,
                                  target_fpr=target_fpr)
-    return Fit(temperature, bias, threshold, len(rows))
+    return Fit(temperature, bias, threshold, len(labels))
+
+
+def jpeg_perturbation(quality: int) -> str:
+    """The name of the robustness perturbation that re-encodes at `quality`; DFDError for another."""
+    if quality not in CALIBRATION_JPEG_QUALITIES:
+        raise DFDError(f"JPEG quality {quality} is not offered; choose one of {CALIBRATION_JPEG_QUALITIES}")
+    return f"jpeg{quality}"

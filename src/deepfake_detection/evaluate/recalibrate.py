@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 def recalibrate(weights: str | Path, manifest: str | Path, out: str | Path, *, tta_hflip: bool | None = None,
                 strategy: str = "fpr", target_fpr: float = 0.05, split: str = "val",
-                frames: int = 8, calibration: str = "platt") -> tuple[ModelSpec, int]:
+                frames: int = 8, calibration: str = "platt",
+                jpeg_quality: int | None = None) -> tuple[ModelSpec, int]:
     """(new spec, validation frames used). `weights`: a .safetensors model file; `tta_hflip`: None
-    keeps the model's setting. DFDError for a missing split, unreadable sources or out == input."""
+    keeps the model's setting; `jpeg_quality`: also fit on JPEG copies of the frames at that quality.
+    DFDError for a missing split, unreadable sources or out == input."""
     from deepfake_detection.evaluate.product_path import fit_on_product_path
     from deepfake_detection.export.onnx import export_onnx
     from deepfake_detection.infer.predictor import Predictor
@@ -51,7 +53,7 @@ def recalibrate(weights: str | Path, manifest: str | Path, out: str | Path, *, t
     try:
         predictor = Predictor.load(export_onnx(model, spec, scratch))
         fit = fit_on_product_path(predictor, rows, strategy=strategy, target_fpr=target_fpr, frames=frames,
-                                  calibration=calibration)
+                                  calibration=calibration, jpeg_quality=jpeg_quality)
     finally:
         scratch.unlink(missing_ok=True)
     spec = replace(spec, temperature=fit.temperature, bias=fit.bias, threshold=fit.threshold)
@@ -60,8 +62,8 @@ def recalibrate(weights: str | Path, manifest: str | Path, out: str | Path, *, t
     record = {"weights": str(weights), "manifest": str(manifest), "split": split, "frames": fit.frames,
               "calibration": calibration, "strategy": strategy, "target_fpr": target_fpr,
               "temperature": spec.temperature, "bias": spec.bias, "threshold": spec.threshold,
-              "tta_hflip": spec.tta_hflip}
+              "tta_hflip": spec.tta_hflip, "jpeg_quality": jpeg_quality}
     write_text_atomic(out / "calibration.json", json.dumps(record, indent=2) + "\n")
-    log.info("%s: T %.3f, bias %.3f, threshold %.4f on %d validation frames (tta_hflip %s)", out,
-             spec.temperature, spec.bias, spec.threshold, fit.frames, spec.tta_hflip)
+    log.info("%s: T %.3f, bias %.3f, threshold %.4f on %d validation frames (tta_hflip %s, JPEG copies %s)",
+             out, spec.temperature, spec.bias, spec.threshold, fit.frames, spec.tta_hflip, jpeg_quality)
     return spec, fit.frames
