@@ -556,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--calibration", choices=("platt", "temperature"), default="platt",
                      help="platt: sigmoid(z / T + bias), slope and offset (default, as "
                           "configs/default.yaml); temperature: T alone")
-    cal.add_argument("--jpeg-quality", type=int, choices=(90, 70, 50, 30),  # the robustness table's
+    # The qualities of robustness.PERTURBATIONS, written out so the CLI starts without importing it.
+    cal.add_argument("--jpeg-quality", type=int, choices=(90, 70, 50, 30),
                      help="also fit on every frame re-encoded as JPEG at this quality, pooled with the clean "
                           "ones, so the threshold serves compressed uploads too (default: clean frames only)")
     cal.set_defaults(func=_cmd_calibrate)

@@ -31,8 +31,6 @@ from deepfake_detection.errors import DFDError
 log = logging.getLogger(__name__)
 
 SOURCE_COLUMNS = ("source_id", "source_path", "label", "method", "dataset", "group")
-# The JPEG qualities a calibration may pool with the clean frames: the robustness table's.
-CALIBRATION_JPEG_QUALITIES = (90, 70, 50, 30)
 
 
 @dataclass
@@ -131,17 +129,17 @@ def fit_on_product_path(predictor: Any, val_rows: pd.DataFrame, *, strategy: str
     DFDError when the sources cannot give both classes (moved or deleted files)."""
     from deepfake_detection.evaluate.calibration import calibrated, choose_threshold, fit_calibration
 
-    perturbation = () if jpeg_quality is None else (jpeg_perturbation(jpeg_quality),)
-    scores = score_sources(predictor, val_rows, frames=frames, perturbations=perturbation)
+    jpeg_copy = None if jpeg_quality is None else jpeg_perturbation(jpeg_quality)
+    scores = score_sources(predictor, val_rows, frames=frames, perturbations=[jpeg_copy] if jpeg_copy else [])
     rows = scores.frames
     if rows.empty or rows["label"].nunique() < 2:
         raise DFDError(f"validation sources gave {len(rows)} scorable frames of "
                        f"{rows['label'].nunique() if len(rows) else 0} class(es)")
     labels, probabilities = rows["label"].to_numpy(), rows["score"].to_numpy(np.float64)
-    for name in perturbation:
-        compressed = scores.perturbed[name]
+    if jpeg_copy:
+        compressed = scores.perturbed[jpeg_copy]
         seen = compressed > 0.0  # 0: the compressed copy hid the face; no frame to fit on
-        labels = np.concatenate([labels, rows["label"].to_numpy()[seen]])
+        labels = np.concatenate([labels, labels[seen]])
         probabilities = np.concatenate([probabilities, compressed[seen]])
     logits = raw_logits(probabilities, predictor.spec.temperature, predictor.spec.bias)
     temperature, bias = fit_calibration(logits, labels, calibration)
@@ -151,7 +149,12 @@ def fit_on_product_path(predictor: Any, val_rows: pd.DataFrame, *, strategy: str
 
 
 def jpeg_perturbation(quality: int) -> str:
-    """The name of the robustness perturbation that re-encodes at `quality`; DFDError for another."""
-    if quality not in CALIBRATION_JPEG_QUALITIES:
-        raise DFDError(f"JPEG quality {quality} is not offered; choose one of {CALIBRATION_JPEG_QUALITIES}")
-    return f"jpeg{quality}"
+    """The robustness table's perturbation that re-encodes at `quality` (its name); DFDError when the
+    table has none, so calibration pools exactly the copies `dfd evaluate` measures."""
+    from deepfake_detection.evaluate.robustness import PERTURBATIONS
+
+    name = f"jpeg{quality}"
+    if name not in PERTURBATIONS:
+        offered = [k for k in PERTURBATIONS if k.startswith("jpeg")]
+        raise DFDError(f"JPEG quality {quality} is not offered; the robustness table has {offered}")
+    return name
