@@ -78,6 +78,23 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float = 25.0, *, h
     return path
 
 
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
+    """A raw YUV 4:2:0 clip: what Chromium's fake camera plays (--use-file-for-fake-video-capture)."""
+    h, w = frames[0].shape[:2]
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+def webcam_frame(rng: np.random.Generator) -> np.ndarray:
+    """A 640x480 camera frame (what the web page asks the camera for) with one large face in it."""
+    frame = scene(rng, (480, 640), face=None)
+    frame[100:340, 220:420] = portraits()[0]
+    return frame
+
+
 def moving_face_clip(path: Path, rng: np.random.Generator, n: int = 40, size: tuple[int, int] = (360, 480),
                      face: int = 0, *, h264: bool = False, count: int = 1, patch: np.ndarray | None = None,
                      scale: float = 0.6, fps: float = 25.0) -> Path:
