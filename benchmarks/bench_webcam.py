@@ -15,7 +15,6 @@ driven by Playwright as in tests/test_serve_browser.py).
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -48,13 +47,12 @@ def stream_fps(camera: Path, seconds: float, model: str | None) -> tuple[float, 
     """Frames answered per second by the page's webcam stream, and the page's own stats line."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    from dfd_testkit.browser import launch_with_camera
+
     extra = ["--model", model] if model else []
     with tempfile.TemporaryDirectory() as jobs, serve_process(extra, jobs) as (url, _), \
             sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}"])
+        browser = launch_with_camera(p, camera)
         page = browser.new_page()
         page.goto(url + "/")
         page.click("#webcam")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 from deepfake_detection.serve import ServeSettings  # noqa: E402
 from deepfake_detection.serve.server import running_server  # noqa: E402
+from dfd_testkit.browser import CHROMIUM, launch_with_camera  # noqa: E402
 from dfd_testkit.synthetic import moving_face_clip, scene, webcam_frame, write_image, write_y4m  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 # scripts/test.sh (CI) sets DFD_REQUIRE_BROWSER=1: there a missing browser fails instead of skipping.
 if CHROMIUM is None and os.environ.get("DFD_REQUIRE_BROWSER") == "1":
     raise RuntimeError("DFD_REQUIRE_BROWSER=1 but Debian's chromium is not installed (scripts/install.sh "
@@ -54,9 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser(media: dict[str, Path]) -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={media['camera']}"])
+        browser = launch_with_camera(p, media["camera"])
         yield browser
         browser.close()
 
