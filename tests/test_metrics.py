@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -270,15 +269,14 @@ def test_bootstrap_ci_cluster_is_wider_for_duplicated_frames() -> None:
     assert bootstrap_auc_ci(y, s, n=200, seed=3) == bootstrap_auc_ci(y, s, n=200, seed=3)
 
 
-def test_bootstrap_is_fast() -> None:
+def test_bootstrap_brackets_the_auc_on_many_frames() -> None:
+    # Its speed (budget 2 s at this size) is measured by benchmarks/bench_metrics.py, not asserted here.
     rng = np.random.default_rng(6)
     y = rng.integers(0, 2, 20_000)
     s = rng.random(y.size) + 0.3 * y
-    start = time.perf_counter()
     lo, hi = bootstrap_auc_ci(y, s, n=1000)
-    # The budget is 2 s; the margin absorbs a loaded CI machine.
-    assert time.perf_counter() - start < 6.0
     assert lo < roc_auc(y, s) < hi
+    assert hi - lo < 0.03  # 20,000 frames pin the AUC down
 
 
 def test_breakdown_uses_all_reals_for_methods() -> None:
