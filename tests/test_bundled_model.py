@@ -44,6 +44,7 @@ def test_bundled_model_loads_with_its_spec(predictor: Predictor) -> None:
     spec = predictor.spec
     assert spec.name == "dfd-default-v7" and spec.arch == "efficientnet_lite0"
     assert spec.input_size == 192 and spec.crop.detector == "retinaface"  # the protocol it was trained on
+    assert spec.tta_hflip  # calibrated and measured with the mirror view: its figures hold only with it
     assert 0.0 < spec.threshold < 1.0 and spec.temperature > 0.0
     card = (MODELS / "MODEL_CARD.md").read_text()
     assert f"{spec.threshold:.3f}" in card  # the card states the threshold the model ships with
