@@ -1,11 +1,12 @@
 """The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
-of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/validation_report.py,
+of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/default_recipe.sh, scripts/validation_report.py,
 scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py, scripts/evaluate_stored_crops.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,19 @@ for a in "$@"; do
   prev=$a
 done
 mkdir -p "$out"
-case $1 in train) touch "$out/model.onnx" ;; evaluate) echo {} > "$out/metrics.json" ;; esac
+case $1 in
+  train) touch "$out/model.onnx" ;;
+  evaluate) echo {} > "$out/metrics.json" ;;
+  calibrate) touch "$out/model.onnx" "$out/calibration.json" ;;
+esac
+"""
+
+# stands in for .venv/bin/python running scripts/average_weights.py: logs, then writes its last file
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "average $*" >> "$CALLS"
+out=""; prev=""
+for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+mkdir -p "$out" && touch "$out/model.safetensors" "$out/summary.json"
 """
 
 
@@ -108,6 +121,60 @@ def test_run_folds_variant_gets_its_overrides_and_its_own_runs(tmp_path: Path) -
     assert f"out={tmp_path}/work/stage1_lite1_fold0" in calls[0]
     assert calls[0].split()[-2:] == ["model.arch=efficientnet_lite1", "model.input_size=240"]
     assert result.stdout.split() == [f"{tmp_path}/work/eval_stage1_lite1_fold0"]
+
+
+def _default_recipe(tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    for name, text in (("dfd", FAKE_DFD), ("python", FAKE_PYTHON)):
+        (tmp / name).write_text(text)
+        (tmp / name).chmod(0o755)
+    script = str(REPO / "scripts/default_recipe.sh")
+    return subprocess.run(["bash", script, str(tmp / "corpus/manifest.parquet"), str(tmp / "w"), "3"],
+                          cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "DFD": str(tmp / "dfd"), "PYTHON": str(tmp / "python"),
+                               "CALLS": str(tmp / "calls"), **env})
+
+
+def test_default_recipe_chains_every_step_of_the_shipped_model_and_resumes(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    assert _default_recipe(tmp_path).returncode == 2  # no fold manifest yet: a clear error, nothing runs
+    assert not (tmp_path / "calls").exists()
+    (tmp_path / "corpus/manifest_fold3.parquet").touch()
+    result = _default_recipe(tmp_path)
+    assert result.returncode == 0, result.stderr
+    w = tmp_path / "w"
+    assert result.stdout.split() == [f"{w}/eval_v7_fold3"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["train", "evaluate"] * 5 + [
+        "average", "train", "average", "train", "average", "calibrate", "evaluate"]
+    trains = [c for c in calls if c.startswith("train")]
+    starts = [next((a.split("=", 1)[1] for a in c.split() if a.startswith("model.pretrained=")), None)
+              for c in trains]
+    weights = [f"{w}/{run}/model.safetensors" for run in (
+        "stage1_fold3", "stage1_cont3_fold3", "stage1_cont6_fold3", "stage1_cont9_fold3",
+        "stage1_cont6low_fold3", "v5_fold3", "v6_fold3", "v6jc_fold3")]
+    assert starts == [None, *weights[:3], weights[2], weights[5], weights[6]]
+    assert [t.split()[-1] for t in trains[1:5]] == ["seed=1", "seed=2", "seed=3", "seed=4"]
+    assert "optim.lr=5e-5" in trains[4] and "consistency.weight" not in " ".join(trains[:5])
+    assert all("consistency.weight=0.5" in t for t in trains[5:])
+    assert "seed=11" in trains[5] and "seed=12" in trains[6]
+    averages = [c.split() for c in calls if c.startswith("average")]
+    assert averages[0][2:5] == weights[2:5]  # v5: leg 3 and its two children
+    assert averages[2][2:4] == weights[6:8]  # v7: v6 and its consistency child
+    calibrate = next(c for c in calls if c.startswith("calibrate"))
+    assert "--tta hflip" in calibrate and f"{w}/v7_fold3/model.safetensors" in calibrate
+
+    (tmp_path / "calls").unlink()  # finished: a rerun runs nothing
+    assert _default_recipe(tmp_path).returncode == 0 and not (tmp_path / "calls").exists()
+
+    (w / "v6jc_fold3/model.onnx").unlink()  # interrupted in v7's consistency leg: resumed, then on
+    (w / "v6jc_fold3/last.ckpt").touch()
+    for folder in ("v7_fold3", "v7_fold3_cal", "eval_v7_fold3"):
+        shutil.rmtree(w / folder)
+    assert _default_recipe(tmp_path, STEP_EVALS="1").returncode == 0
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["calibrate", "evaluate", "calibrate", "evaluate", "train",
+                                             "average", "calibrate", "evaluate"]
+    assert "--resume" in calls[4] and "--tta" not in calls[0] + calls[2]
 
 
 def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:

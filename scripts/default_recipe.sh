@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The shipped default's whole recipe (dfd-default-v7) on one k-fold identity split: from ImageNet
+# weights to a calibrated model and its one evaluation on the fold's test split, through the product
+# path. Each step is skipped when its output exists and an interrupted training resumes from its
+# last.ckpt, so re-running the same command goes on where it stopped (sessions are shorter than the
+# recipe: about 5 hours on 2 cores).
+# Usage: scripts/default_recipe.sh CORPUS_MANIFEST WORK_DIR FOLD   (after scripts/kfold.py)
+#   STEP_EVALS=1 also calibrates and evaluates v5's and v6's steps on the test split (records of
+#   each step; nothing here picks anything on test).
+# Steps (each leg 3 epochs on the fold's train split, its epoch picked by within-source validation AUC;
+# each run_folds.sh leg is also evaluated on its own, as scripts/run_folds.sh does):
+#   legs 1-3: configs/default.yaml, then twice from the previous pick at lr 1.5e-4 (seeds 1, 2): v4's step
+#   v5: leg 3's two children (lr 1.5e-4 seed 3; lr 5e-5 seed 4) and the uniform mean of the three
+#   v6: a JPEG-consistency leg from v5 (weight 0.5, lr 1e-4, seed 11) and its uniform mean with v5
+#   v7: a second one from v6 (seed 12) and its uniform mean with v6, calibrated with mirror TTA
+# Prints the final evaluation folder (after the step evaluations with STEP_EVALS=1).
+set -euo pipefail
+corpus=$1; work=$2; fold=$3
+here=$(dirname "$0")
+dfd=${DFD:-.venv/bin/dfd}
+py=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 3x faster on 2 cores beside the loader workers
+manifest=$(dirname "$corpus")/manifest_fold$fold.parquet
+[ -f "$manifest" ] || { echo "missing $manifest: run scripts/kfold.py first" >&2; exit 2; }
+
+leg() {  # leg TAG START LR SEED: a run_folds.sh leg from START's weights
+  SET="model.pretrained=$2 optim.lr=$3 schedule.warmup_epochs=0.25 seed=$4" TAG=$1 DFD=$dfd \
+    "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
+}
+
+consistency_leg() {  # consistency_leg OUT START SEED
+  local out=$1 resume=()
+  [ -f "$out/model.onnx" ] && return 0
+  [ -f "$out/last.ckpt" ] && resume=(--resume)
+  "$dfd" train --config configs/default.yaml "${resume[@]}" --set "data.manifests=[$manifest]" \
+    "out=$out" tensorboard=false early_stopping_patience=null data.num_workers=2 \
+    "model.pretrained=$2" optim.lr=1e-4 schedule.warmup_epochs=0.25 "seed=$3" consistency.weight=0.5 >&2
+}
+
+mean() {  # mean OUT CONFIG MODEL...: the uniform weight average, scored on CONFIG's validation split
+  local out=$1 config=$2; shift 2
+  [ -f "$out/summary.json" ] || "$py" "$here/average_weights.py" "$@" --config "$config" --out "$out" >&2
+}
+
+calibrate_and_evaluate() {  # calibrate_and_evaluate MODEL_DIR EVAL_DIR [dfd calibrate flag...]
+  local model=$1 evaluation=$2; shift 2
+  [ -f "${model}_cal/calibration.json" ] ||
+    "$dfd" calibrate "$model/model.safetensors" "$manifest" --out "${model}_cal" "$@" >&2
+  [ -f "$evaluation/metrics.json" ] ||
+    "$dfd" evaluate "${model}_cal/model.onnx" "$manifest" --out "$evaluation" --no-progress >&2
+  echo "$evaluation"
+}
+
+run=$work/stage1_   # run_folds.sh's run names
+SET="" TAG="" DFD=$dfd "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
+leg cont3 "${run}fold$fold/model.safetensors" 1.5e-4 1
+leg cont6 "${run}cont3_fold$fold/model.safetensors" 1.5e-4 2
+leg cont9 "${run}cont6_fold$fold/model.safetensors" 1.5e-4 3
+leg cont6low "${run}cont6_fold$fold/model.safetensors" 5e-5 4
+
+v4=${run}cont6_fold$fold
+mean "$work/v5_fold$fold" "$v4/config.yaml" "$v4/model.safetensors" \
+  "${run}cont9_fold$fold/model.safetensors" "${run}cont6low_fold$fold/model.safetensors"
+if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v5_fold$fold" "$work/eval_v5_fold$fold"; fi
+
+consistency_leg "$work/v5jc_fold$fold" "$work/v5_fold$fold/model.safetensors" 11
+mean "$work/v6_fold$fold" "$work/v5jc_fold$fold/config.yaml" \
+  "$work/v5_fold$fold/model.safetensors" "$work/v5jc_fold$fold/model.safetensors"
+if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v6_fold$fold" "$work/eval_v6_fold$fold"; fi
+
+consistency_leg "$work/v6jc_fold$fold" "$work/v6_fold$fold/model.safetensors" 12
+mean "$work/v7_fold$fold" "$work/v6jc_fold$fold/config.yaml" \
+  "$work/v6_fold$fold/model.safetensors" "$work/v6jc_fold$fold/model.safetensors"
+calibrate_and_evaluate "$work/v7_fold$fold" "$work/eval_v7_fold$fold" --tta hflip
