@@ -8,7 +8,7 @@
 #   STEP_EVALS=1 also calibrates and evaluates v5's and v6's steps on the test split (records of
 #   each step; nothing here picks anything on test).
 # Steps (each leg 3 epochs on the fold's train split, its epoch picked by within-source validation AUC;
-# each run_folds.sh leg is also evaluated on its own, as scripts/run_folds.sh does):
+# every leg, the consistency legs too, is also evaluated on its own, as scripts/run_folds.sh does):
 #   legs 1-3: configs/default.yaml, then twice from the previous pick at lr 1.5e-4 (seeds 1, 2): v4's step
 #   v5: leg 3's two children (lr 1.5e-4 seed 3; lr 5e-5 seed 4) and the uniform mean of the three
 #   v6: a JPEG-consistency leg from v5 (weight 0.5, lr 1e-4, seed 11) and its uniform mean with v5
@@ -23,20 +23,16 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 3x faster on 2 cores beside the 
 manifest=$(dirname "$corpus")/manifest_fold$fold.parquet
 [ -f "$manifest" ] || { echo "missing $manifest: run scripts/kfold.py first" >&2; exit 2; }
 
-leg() {  # leg TAG START LR SEED: a run_folds.sh leg from START's weights
-  SET="model.pretrained=$2 optim.lr=$3 schedule.warmup_epochs=0.25 seed=$4" TAG=$1 DFD=$dfd \
+leg() {  # leg TAG START LR SEED [override...]: a run_folds.sh leg from START's weights
+  local tag=$1 start=$2 lr=$3 seed=$4; shift 4
+  SET="model.pretrained=$start optim.lr=$lr schedule.warmup_epochs=0.25 seed=$seed $*" TAG=$tag DFD=$dfd \
     "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
 }
 
-consistency_leg() {  # consistency_leg OUT START SEED
-  local out=$1 resume=()
-  [ -f "$out/model.onnx" ] && return 0
-  [ -f "$out/last.ckpt" ] && resume=(--resume)
-  # 2 threads here: the consistency legs' doubled forward pass leaves the loader workers idle (5.5 s a
-  # step at 1 thread, 3.8 at 2 on 2 cores); the plain legs keep run_folds.sh's 1
-  OMP_NUM_THREADS=${CONSISTENCY_THREADS:-2} "$dfd" train --config configs/default.yaml "${resume[@]}" --set "data.manifests=[$manifest]" \
-    "out=$out" tensorboard=false early_stopping_patience=null data.num_workers=2 \
-    "model.pretrained=$2" optim.lr=1e-4 schedule.warmup_epochs=0.25 "seed=$3" consistency.weight=0.5 >&2
+# 2 threads here: the consistency legs' doubled forward pass leaves the loader workers idle (5.5 s a
+# step at 1 thread, 3.8 at 2 on 2 cores); the plain legs keep run_folds.sh's 1
+consistency_leg() {  # consistency_leg TAG START SEED
+  OMP_NUM_THREADS=${CONSISTENCY_THREADS:-2} leg "$1" "$2" 1e-4 "$3" consistency.weight=0.5
 }
 
 mean() {  # mean OUT CONFIG MODEL...: the uniform weight average, scored on CONFIG's validation split
@@ -65,12 +61,12 @@ mean "$work/v5_fold$fold" "$v4/config.yaml" "$v4/model.safetensors" \
   "${run}cont9_fold$fold/model.safetensors" "${run}cont6low_fold$fold/model.safetensors"
 if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v5_fold$fold" "$work/eval_v5_fold$fold"; fi
 
-consistency_leg "$work/v5jc_fold$fold" "$work/v5_fold$fold/model.safetensors" 11
-mean "$work/v6_fold$fold" "$work/v5jc_fold$fold/config.yaml" \
-  "$work/v5_fold$fold/model.safetensors" "$work/v5jc_fold$fold/model.safetensors"
+consistency_leg v5jc "$work/v5_fold$fold/model.safetensors" 11
+mean "$work/v6_fold$fold" "${run}v5jc_fold$fold/config.yaml" \
+  "$work/v5_fold$fold/model.safetensors" "${run}v5jc_fold$fold/model.safetensors"
 if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v6_fold$fold" "$work/eval_v6_fold$fold"; fi
 
-consistency_leg "$work/v6jc_fold$fold" "$work/v6_fold$fold/model.safetensors" 12
-mean "$work/v7_fold$fold" "$work/v6jc_fold$fold/config.yaml" \
-  "$work/v6_fold$fold/model.safetensors" "$work/v6jc_fold$fold/model.safetensors"
+consistency_leg v6jc "$work/v6_fold$fold/model.safetensors" 12
+mean "$work/v7_fold$fold" "${run}v6jc_fold$fold/config.yaml" \
+  "$work/v6_fold$fold/model.safetensors" "${run}v6jc_fold$fold/model.safetensors"
 calibrate_and_evaluate "$work/v7_fold$fold" "$work/eval_v7_fold$fold" --tta hflip

@@ -145,18 +145,18 @@ def test_default_recipe_chains_every_step_of_the_shipped_model_and_resumes(tmp_p
     assert result.stdout.split() == [f"{w}/eval_v7_fold3"]
     calls = (tmp_path / "calls").read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["train", "evaluate"] * 5 + [
-        "average", "train", "average", "train", "average", "calibrate", "evaluate"]
+        "average", "train", "evaluate", "average", "train", "evaluate", "average", "calibrate", "evaluate"]
     trains = [c for c in calls if c.startswith("train")]
     starts = [next((a.split("=", 1)[1] for a in c.split() if a.startswith("model.pretrained=")), None)
               for c in trains]
     weights = [f"{w}/{run}/model.safetensors" for run in (
         "stage1_fold3", "stage1_cont3_fold3", "stage1_cont6_fold3", "stage1_cont9_fold3",
-        "stage1_cont6low_fold3", "v5_fold3", "v6_fold3", "v6jc_fold3")]
+        "stage1_cont6low_fold3", "v5_fold3", "v6_fold3", "stage1_v6jc_fold3")]
     assert starts == [None, *weights[:3], weights[2], weights[5], weights[6]]
     assert [t.split()[-1] for t in trains[1:5]] == ["seed=1", "seed=2", "seed=3", "seed=4"]
     assert "optim.lr=5e-5" in trains[4] and "consistency.weight" not in " ".join(trains[:5])
     assert all("consistency.weight=0.5" in t for t in trains[5:])
-    assert "seed=11" in trains[5] and "seed=12" in trains[6]
+    assert "seed=11" in trains[5] and "seed=12" in trains[6] and "optim.lr=1e-4" in trains[5] + trains[6]
     averages = [c.split() for c in calls if c.startswith("average")]
     assert averages[0][2:5] == weights[2:5]  # v5: leg 3 and its two children
     assert averages[2][2:4] == weights[6:8]  # v7: v6 and its consistency child
@@ -166,8 +166,8 @@ def test_default_recipe_chains_every_step_of_the_shipped_model_and_resumes(tmp_p
     (tmp_path / "calls").unlink()  # finished: a rerun runs nothing
     assert _default_recipe(tmp_path).returncode == 0 and not (tmp_path / "calls").exists()
 
-    (w / "v6jc_fold3/model.onnx").unlink()  # interrupted in v7's consistency leg: resumed, then on
-    (w / "v6jc_fold3/last.ckpt").touch()
+    (w / "stage1_v6jc_fold3/model.onnx").unlink()  # interrupted in v7's consistency leg: resumed, then on
+    (w / "stage1_v6jc_fold3/last.ckpt").touch()
     for folder in ("v7_fold3", "v7_fold3_cal", "eval_v7_fold3"):
         shutil.rmtree(w / folder)
     assert _default_recipe(tmp_path, STEP_EVALS="1").returncode == 0
