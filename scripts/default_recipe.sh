@@ -6,7 +6,8 @@
 # recipe: about 5 hours on 2 cores).
 # Usage: scripts/default_recipe.sh CORPUS_MANIFEST WORK_DIR FOLD   (after scripts/kfold.py)
 #   STEP_EVALS=1 also calibrates and evaluates v5's and v6's steps on the test split (records of
-#   each step; nothing here picks anything on test).
+#   each step; nothing here picks anything on test). LEG_EVALS=0 skips the evaluation of every leg
+#   on its own (about 10 minutes each; only the final one is the fold's figure).
 # Steps (each leg 3 epochs on the fold's train split, its epoch picked by within-source validation AUC;
 # every leg, the consistency legs too, is also evaluated on its own, as scripts/run_folds.sh does):
 #   legs 1-3: configs/default.yaml, then twice from the previous pick at lr 1.5e-4 (seeds 1, 2): v4's step
@@ -26,7 +27,7 @@ manifest=$(dirname "$corpus")/manifest_fold$fold.parquet
 leg() {  # leg TAG START LR SEED [override...]: a run_folds.sh leg from START's weights
   local tag=$1 start=$2 lr=$3 seed=$4; shift 4
   SET="model.pretrained=$start optim.lr=$lr schedule.warmup_epochs=0.25 seed=$seed $*" TAG=$tag DFD=$dfd \
-    "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
+    EVALUATE=${LEG_EVALS:-1} "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
 }
 
 # 2 threads here: the consistency legs' doubled forward pass leaves the loader workers idle (5.5 s a
@@ -50,7 +51,7 @@ calibrate_and_evaluate() {  # calibrate_and_evaluate MODEL_DIR EVAL_DIR [dfd cal
 }
 
 run=$work/stage1_   # run_folds.sh's run names
-SET="" TAG="" DFD=$dfd "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
+SET="" TAG="" DFD=$dfd EVALUATE=${LEG_EVALS:-1} "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
 leg cont3 "${run}fold$fold/model.safetensors" 1.5e-4 1
 leg cont6 "${run}cont3_fold$fold/model.safetensors" 1.5e-4 2
 leg cont9 "${run}cont6_fold$fold/model.safetensors" 1.5e-4 3

@@ -9,6 +9,7 @@
 #   --leave-out-method) instead: leave-one-method-out.
 #   SET="model.arch=efficientnet_lite1 model.input_size=240" TAG=lite1_240 trains a variant of the
 #   recipe (extra --set overrides for both stages) into runs named after TAG.
+#   EVALUATE=0 trains only: no test-split evaluation, nothing printed (scripts/default_recipe.sh's legs).
 # Every step is skipped when its output exists, so re-running the same command resumes.
 #   e.g. scripts/run_folds.sh work/corpus/manifest.parquet work/folds 1 2
 set -euo pipefail
@@ -31,8 +32,10 @@ train() {  # train OUT MANIFEST [override...]: skipped when finished, resumed wh
     "out=$out" "${common[@]}" "${variant[@]}" "$@"
 }
 
-evaluate() {  # evaluate RUN MANIFEST OUT
+evaluate() {  # evaluate RUN MANIFEST OUT (appended to the printed list)
+  [ "${EVALUATE:-1}" = 0 ] && return 0
   [ -f "$3/metrics.json" ] || "$dfd" evaluate "$1/model.onnx" "$2" --out "$3" --no-progress
+  evals+=("$3")
 }
 
 evals=()
@@ -42,12 +45,10 @@ for fold in "$@"; do
   name=${tag}fold$fold$suffix
   train "$work/stage1_$name" "$manifest"
   evaluate "$work/stage1_$name" "$manifest" "$work/eval_stage1_$name"
-  evals+=("$work/eval_stage1_$name")
   if [ "$stage" = 2 ]; then
     train "$work/stage2_$name" "$manifest" "model.pretrained=$work/stage1_$name/model.safetensors" \
       "${stage2[@]}"
     evaluate "$work/stage2_$name" "$manifest" "$work/eval_stage2_$name"
-    evals+=("$work/eval_stage2_$name")
   fi
 done
-printf '%s\n' "${evals[@]}"
+[ ${#evals[@]} = 0 ] || printf '%s\n' "${evals[@]}"

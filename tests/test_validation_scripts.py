@@ -178,6 +178,18 @@ def test_default_recipe_chains_every_step_of_the_shipped_model_and_resumes(tmp_p
     assert "--resume" in calls[4] and "--tta" not in calls[0] + calls[2]
 
 
+def test_default_recipe_without_leg_evaluations_evaluates_only_the_final_model(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/manifest_fold3.parquet").touch()
+    result = _default_recipe(tmp_path, LEG_EVALS="0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"{tmp_path}/w/eval_v7_fold3"]
+    calls = [c.split()[0] for c in (tmp_path / "calls").read_text().splitlines()]
+    assert calls == ["train"] * 5 + ["average", "train", "average", "train", "average",
+                                     "calibrate", "evaluate"]
+    assert not list((tmp_path / "w").glob("eval_stage1_*"))
+
+
 def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
     """A product-path evaluation folder: FF++ frames of `n_ffpp_groups` groups, 2 c40 groups."""
     rng = np.random.default_rng(1)
