@@ -15,6 +15,8 @@
 #   v6: a JPEG-consistency leg from v5 (weight 0.5, lr 1e-4, seed 11) and its uniform mean with v5
 #   v7: a second one from v6 (seed 12) and its uniform mean with v6, calibrated with mirror TTA
 # Prints the final evaluation folder (after the step evaluations with STEP_EVALS=1).
+# With LEG_EVALS=0, the legs that feed a finished mean are not run again: a session can keep only the
+# mean's weights and the running leg's last.ckpt (models/checkpoints/README.md) and go on from there.
 set -euo pipefail
 corpus=$1; work=$2; fold=$3
 here=$(dirname "$0")
@@ -50,24 +52,30 @@ calibrate_and_evaluate() {  # calibrate_and_evaluate MODEL_DIR EVAL_DIR [dfd cal
   echo "$evaluation"
 }
 
+fed() {  # fed MEAN: MEAN is averaged already and no leg evaluation is wanted, so its legs can be skipped
+  [ -f "$1/summary.json" ] && [ "${LEG_EVALS:-1}" = 0 ]
+}
+
 run=$work/stage1_   # run_folds.sh's run names
-SET="" TAG="" DFD=$dfd EVALUATE=${LEG_EVALS:-1} "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
-leg cont3 "${run}fold$fold/model.safetensors" 1.5e-4 1
-leg cont6 "${run}cont3_fold$fold/model.safetensors" 1.5e-4 2
-leg cont9 "${run}cont6_fold$fold/model.safetensors" 1.5e-4 3
-leg cont6low "${run}cont6_fold$fold/model.safetensors" 5e-5 4
+if ! fed "$work/v5_fold$fold"; then
+  SET="" TAG="" DFD=$dfd EVALUATE=${LEG_EVALS:-1} "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
+  leg cont3 "${run}fold$fold/model.safetensors" 1.5e-4 1
+  leg cont6 "${run}cont3_fold$fold/model.safetensors" 1.5e-4 2
+  leg cont9 "${run}cont6_fold$fold/model.safetensors" 1.5e-4 3
+  leg cont6low "${run}cont6_fold$fold/model.safetensors" 5e-5 4
+fi
 
 v4=${run}cont6_fold$fold
 mean "$work/v5_fold$fold" "$v4/config.yaml" "$v4/model.safetensors" \
   "${run}cont9_fold$fold/model.safetensors" "${run}cont6low_fold$fold/model.safetensors"
 if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v5_fold$fold" "$work/eval_v5_fold$fold"; fi
 
-consistency_leg v5jc "$work/v5_fold$fold/model.safetensors" 11
+fed "$work/v6_fold$fold" || consistency_leg v5jc "$work/v5_fold$fold/model.safetensors" 11
 mean "$work/v6_fold$fold" "${run}v5jc_fold$fold/config.yaml" \
   "$work/v5_fold$fold/model.safetensors" "${run}v5jc_fold$fold/model.safetensors"
 if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v6_fold$fold" "$work/eval_v6_fold$fold"; fi
 
-consistency_leg v6jc "$work/v6_fold$fold/model.safetensors" 12
+fed "$work/v7_fold$fold" || consistency_leg v6jc "$work/v6_fold$fold/model.safetensors" 12
 mean "$work/v7_fold$fold" "${run}v6jc_fold$fold/config.yaml" \
   "$work/v6_fold$fold/model.safetensors" "${run}v6jc_fold$fold/model.safetensors"
 calibrate_and_evaluate "$work/v7_fold$fold" "$work/eval_v7_fold$fold" --tta hflip

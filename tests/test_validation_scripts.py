@@ -190,6 +190,29 @@ def test_default_recipe_without_leg_evaluations_evaluates_only_the_final_model(t
     assert not list((tmp_path / "w").glob("eval_stage1_*"))
 
 
+def test_default_recipe_goes_on_from_a_committed_mean_without_its_legs(tmp_path: Path) -> None:
+    """A session that kept only v5's mean (not the five legs' weights) resumes at v6's consistency leg."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/manifest_fold3.parquet").touch()
+    v5 = tmp_path / "w/v5_fold3"
+    v5.mkdir(parents=True)
+    (v5 / "model.safetensors").touch()
+    (v5 / "summary.json").touch()
+    result = _default_recipe(tmp_path, LEG_EVALS="0")
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["train", "average", "train", "average", "calibrate", "evaluate"]
+    assert f"model.pretrained={v5}/model.safetensors" in calls[0] and "seed=11" in calls[0]
+    assert not (tmp_path / "w/stage1_fold3").exists()
+
+    (tmp_path / "calls").unlink()  # with leg evaluations wanted, the legs run (and are evaluated) after all
+    for folder in ("v7_fold3_cal", "eval_v7_fold3"):
+        shutil.rmtree(tmp_path / "w" / folder)
+    assert _default_recipe(tmp_path).returncode == 0
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls][:10] == ["train", "evaluate"] * 5
+
+
 def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
     """A product-path evaluation folder: FF++ frames of `n_ffpp_groups` groups, 2 c40 groups."""
     rng = np.random.default_rng(1)
