@@ -14,6 +14,9 @@
 #   v5: leg 3's two children (lr 1.5e-4 seed 3; lr 5e-5 seed 4) and the uniform mean of the three
 #   v6: a JPEG-consistency leg from v5 (weight 0.5, lr 1e-4, seed 11) and its uniform mean with v5
 #   v7: a second one from v6 (seed 12) and its uniform mean with v6, calibrated with mirror TTA
+#   METHOD=FaceSwap runs the whole recipe on manifest_fold{k}_noFaceSwap.parquet (kfold.py
+#   --leave-out-method): leave-one-method-out for the shipped recipe, every run and folder named
+#   fold{k}_noFaceSwap; calibration sees no FaceSwap fakes, the test evaluation keeps them.
 # Prints the final evaluation folder (after the step evaluations with STEP_EVALS=1).
 # With LEG_EVALS=0, the legs that feed a finished mean are not run again: a session can keep only the
 # mean's weights and the running leg's last.ckpt (models/checkpoints/README.md) and go on from there.
@@ -23,7 +26,8 @@ here=$(dirname "$0")
 dfd=${DFD:-.venv/bin/dfd}
 py=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # 3x faster on 2 cores beside the loader workers
-manifest=$(dirname "$corpus")/manifest_fold$fold.parquet
+name=$fold${METHOD:+_no$METHOD}  # run_folds.sh names its runs the same way (it reads METHOD too)
+manifest=$(dirname "$corpus")/manifest_fold$name.parquet
 [ -f "$manifest" ] || { echo "missing $manifest: run scripts/kfold.py first" >&2; exit 2; }
 
 leg() {  # leg TAG START LR SEED [override...]: a run_folds.sh leg from START's weights
@@ -57,25 +61,25 @@ fed() {  # fed MEAN: MEAN is averaged already and no leg evaluation is wanted, s
 }
 
 run=$work/stage1_   # run_folds.sh's run names
-if ! fed "$work/v5_fold$fold"; then
+if ! fed "$work/v5_fold$name"; then
   SET="" TAG="" DFD=$dfd EVALUATE=${LEG_EVALS:-1} "$here/run_folds.sh" "$corpus" "$work" "$fold" >&2
-  leg cont3 "${run}fold$fold/model.safetensors" 1.5e-4 1
-  leg cont6 "${run}cont3_fold$fold/model.safetensors" 1.5e-4 2
-  leg cont9 "${run}cont6_fold$fold/model.safetensors" 1.5e-4 3
-  leg cont6low "${run}cont6_fold$fold/model.safetensors" 5e-5 4
+  leg cont3 "${run}fold$name/model.safetensors" 1.5e-4 1
+  leg cont6 "${run}cont3_fold$name/model.safetensors" 1.5e-4 2
+  leg cont9 "${run}cont6_fold$name/model.safetensors" 1.5e-4 3
+  leg cont6low "${run}cont6_fold$name/model.safetensors" 5e-5 4
 fi
 
-v4=${run}cont6_fold$fold
-mean "$work/v5_fold$fold" "$v4/config.yaml" "$v4/model.safetensors" \
-  "${run}cont9_fold$fold/model.safetensors" "${run}cont6low_fold$fold/model.safetensors"
-if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v5_fold$fold" "$work/eval_v5_fold$fold"; fi
+v4=${run}cont6_fold$name
+mean "$work/v5_fold$name" "$v4/config.yaml" "$v4/model.safetensors" \
+  "${run}cont9_fold$name/model.safetensors" "${run}cont6low_fold$name/model.safetensors"
+if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v5_fold$name" "$work/eval_v5_fold$name"; fi
 
-fed "$work/v6_fold$fold" || consistency_leg v5jc "$work/v5_fold$fold/model.safetensors" 11
-mean "$work/v6_fold$fold" "${run}v5jc_fold$fold/config.yaml" \
-  "$work/v5_fold$fold/model.safetensors" "${run}v5jc_fold$fold/model.safetensors"
-if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v6_fold$fold" "$work/eval_v6_fold$fold"; fi
+fed "$work/v6_fold$name" || consistency_leg v5jc "$work/v5_fold$name/model.safetensors" 11
+mean "$work/v6_fold$name" "${run}v5jc_fold$name/config.yaml" \
+  "$work/v5_fold$name/model.safetensors" "${run}v5jc_fold$name/model.safetensors"
+if [ "${STEP_EVALS:-0}" = 1 ]; then calibrate_and_evaluate "$work/v6_fold$name" "$work/eval_v6_fold$name"; fi
 
-fed "$work/v7_fold$fold" || consistency_leg v6jc "$work/v6_fold$fold/model.safetensors" 12
-mean "$work/v7_fold$fold" "${run}v6jc_fold$fold/config.yaml" \
-  "$work/v6_fold$fold/model.safetensors" "${run}v6jc_fold$fold/model.safetensors"
-calibrate_and_evaluate "$work/v7_fold$fold" "$work/eval_v7_fold$fold" --tta hflip
+fed "$work/v7_fold$name" || consistency_leg v6jc "$work/v6_fold$name/model.safetensors" 12
+mean "$work/v7_fold$name" "${run}v6jc_fold$name/config.yaml" \
+  "$work/v6_fold$name/model.safetensors" "${run}v6jc_fold$name/model.safetensors"
+calibrate_and_evaluate "$work/v7_fold$name" "$work/eval_v7_fold$name" --tta hflip

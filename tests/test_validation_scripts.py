@@ -213,6 +213,29 @@ def test_default_recipe_goes_on_from_a_committed_mean_without_its_legs(tmp_path:
     assert [c.split()[0] for c in calls][:10] == ["train", "evaluate"] * 5
 
 
+def test_default_recipe_leaves_one_method_out_in_every_step(tmp_path: Path) -> None:
+    """METHOD=M: the shipped recipe on the fold's manifest without M's fakes, in runs of their own."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/manifest_fold3.parquet").touch()  # the plain fold must not be used
+    missing = _default_recipe(tmp_path, METHOD="FaceSwap", LEG_EVALS="0")
+    assert missing.returncode == 2 and "manifest_fold3_noFaceSwap.parquet" in missing.stderr
+    lomo = tmp_path / "corpus/manifest_fold3_noFaceSwap.parquet"
+    lomo.touch()
+    result = _default_recipe(tmp_path, METHOD="FaceSwap", LEG_EVALS="0")
+    assert result.returncode == 0, result.stderr
+    w = tmp_path / "w"
+    assert result.stdout.split() == [f"{w}/eval_v7_fold3_noFaceSwap"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    steps = ["average", "train", "average", "train", "average", "calibrate", "evaluate"]
+    assert [c.split()[0] for c in calls] == ["train"] * 5 + steps
+    trains = [c for c in calls if c.startswith("train")]
+    assert all(f"data.manifests=[{lomo}]" in c for c in trains)
+    assert f"out={w}/stage1_v6jc_fold3_noFaceSwap" in trains[-1]
+    assert f"model.pretrained={w}/v6_fold3_noFaceSwap/model.safetensors" in trains[-1]
+    assert all(str(lomo) in c for c in calls if c.startswith(("calibrate", "evaluate")))
+    assert not list(w.glob("*_fold3")) and not list(w.glob("stage1_fold3"))
+
+
 def _evaluation(folder: Path, n_ffpp_groups: int) -> Path:
     """A product-path evaluation folder: FF++ frames of `n_ffpp_groups` groups, 2 c40 groups."""
     rng = np.random.default_rng(1)
