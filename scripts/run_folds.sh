@@ -27,6 +27,9 @@ stage2=(epochs=2 optim.lr=1.5e-4 schedule.warmup_epochs=0.1 seed=1 "data.augment
 train() {  # train OUT MANIFEST [override...]: skipped when finished, resumed when interrupted
   local out=$1 manifest=$2; shift 2
   [ -f "$out/model.onnx" ] && return 0
+  # a run that is not evaluated needs only its weights: a kept leg (models/checkpoints/, without the
+  # ONNX) is finished once summary.json, which dfd train writes last, is there
+  [ "${EVALUATE:-1}" = 0 ] && [ -f "$out/summary.json" ] && [ -f "$out/model.safetensors" ] && return 0
   local resume=(); [ -f "$out/last.ckpt" ] && resume=(--resume)
   "$dfd" train --config configs/default.yaml "${resume[@]}" --set "data.manifests=[$manifest]" \
     "out=$out" "${common[@]}" "${variant[@]}" "$@"

@@ -107,6 +107,27 @@ def test_run_folds_trains_both_stages_then_skips_and_resumes(tmp_path: Path) -> 
     assert missing.returncode == 2 and "manifest_fold0_noNeuralTextures.parquet" in missing.stderr
 
 
+def test_run_folds_counts_kept_weights_as_finished_only_when_not_evaluating(tmp_path: Path) -> None:
+    """A session keeps a finished leg's weights and summary without its ONNX (models/checkpoints/):
+    a recipe leg (EVALUATE=0) is then done; an evaluated run still needs its ONNX, so it trains."""
+    (tmp_path / "dfd").write_text(FAKE_DFD)
+    (tmp_path / "dfd").chmod(0o755)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus/manifest_fold0.parquet").touch()
+    kept = tmp_path / "work/stage1_fold0"
+    kept.mkdir(parents=True)
+    (kept / "model.safetensors").touch()
+    assert _run_folds(tmp_path, "0", EVALUATE="0").returncode == 0
+    assert "train" in (tmp_path / "calls").read_text()  # no summary.json: the run did not finish
+    (tmp_path / "calls").unlink()
+    (kept / "model.onnx").unlink()
+    (kept / "summary.json").touch()  # written last by dfd train
+    assert _run_folds(tmp_path, "0", EVALUATE="0").returncode == 0
+    assert not (tmp_path / "calls").exists()
+    assert _run_folds(tmp_path, "0").returncode == 0
+    assert [c.split()[0] for c in (tmp_path / "calls").read_text().splitlines()] == ["train", "evaluate"]
+
+
 def test_run_folds_variant_gets_its_overrides_and_its_own_runs(tmp_path: Path) -> None:
     (tmp_path / "dfd").write_text(FAKE_DFD)
     (tmp_path / "dfd").chmod(0o755)
