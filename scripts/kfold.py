@@ -10,6 +10,10 @@ straddle splits), train = the rest, minus train crops that near-duplicate a val/
 Leave-one-method-out on the same folds: `--leave-out-method NeuralTextures` also drops that method's
 fakes from train and val (`manifest_fold{k}_no{Method}.parquet`); test keeps them, so the run's test
 figures for that method are on a method it never saw, next to the fold's full run as the reference.
+`--real-only` drops every fake (all methods, generated faces) from train and val
+(`manifest_fold{k}_noFakes.parquet`): `METHOD=Fakes scripts/run_folds.sh` then trains on reals and
+their self-blends alone (the SBI recipe), picks its epoch on validation reals and their fixed
+self-blends, and every fake of the test split is of a kind it never saw.
 """
 
 from __future__ import annotations
@@ -43,23 +47,34 @@ def fold_manifest(df: pd.DataFrame, fold: int, *, val_share: int = 8) -> tuple[p
     return kept.reset_index(drop=True), len(removed)
 
 
+def hold_out(df: pd.DataFrame, *, method: str | None = None, real_only: bool = False
+             ) -> tuple[pd.DataFrame, str]:
+    """A fold manifest without `method`'s fakes (or every fake) in train and val, and its file suffix;
+    the test split keeps them all, so they are unseen there."""
+    if method:
+        if not (df["method"] == method).any():
+            raise SystemExit(f"no crop has method {method!r}")
+        unseen = (df["method"] == method) & (df["split"] != "test")
+        return df[~unseen].reset_index(drop=True), f"_no{method}"
+    if real_only:
+        return df[(df["label"] == 0) | (df["split"] == "test")].reset_index(drop=True), "_noFakes"
+    return df, ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
-    parser.add_argument("--leave-out-method", help="drop this method's fakes from train and val")
+    leave_out = parser.add_mutually_exclusive_group()
+    leave_out.add_argument("--leave-out-method", help="drop this method's fakes from train and val")
+    leave_out.add_argument("--real-only", action="store_true", help="drop every fake from train and val")
     args = parser.parse_args()
     df = read_manifest(args.manifest)
     for fold in args.folds:
         out, dropped = fold_manifest(df, fold)
-        name = f"manifest_fold{fold}.parquet"
-        if args.leave_out_method:
-            unseen = (out["method"] == args.leave_out_method) & (out["split"] != "test")
-            if not (out["method"] == args.leave_out_method).any():
-                raise SystemExit(f"no crop has method {args.leave_out_method!r}")
-            out = out[~unseen].reset_index(drop=True)
-            name = f"manifest_fold{fold}_no{args.leave_out_method}.parquet"
+        out, suffix = hold_out(out, method=args.leave_out_method, real_only=args.real_only)
+        name = f"manifest_fold{fold}{suffix}.parquet"
         target = write_manifest(out, args.manifest.with_name(name))
         counts = out.groupby(["split", "dataset", "label"]).size().unstack(fill_value=0)
         print(f"{target}: {len(out)} crops, {dropped} near-duplicates dropped from train\n{counts}\n")

@@ -6,7 +6,8 @@
 #   STAGE=2 also runs stage 2 after stage 1: the stage-1 weights trained 2 more epochs with heavier
 #   compression (JPEG 20-100 at p 0.7, downscale p 0.4), lr 1.5e-4, seed 1.
 #   METHOD=NeuralTextures trains on manifest_fold{k}_noNeuralTextures.parquet (kfold.py
-#   --leave-out-method) instead: leave-one-method-out.
+#   --leave-out-method) instead: leave-one-method-out; METHOD=Fakes on kfold.py --real-only's
+#   manifest_fold{k}_noFakes.parquet: reals and their self-blends only, every test fake unseen.
 #   SET="model.arch=efficientnet_lite1 model.input_size=240" TAG=lite1_240 trains a variant of the
 #   recipe (extra --set overrides for both stages) into runs named after TAG.
 #   EVALUATE=0 trains only: no test-split evaluation, nothing printed (scripts/default_recipe.sh's legs).

@@ -47,6 +47,28 @@ def test_kfold_test_split_is_exactly_the_fold_and_groups_never_straddle() -> Non
         kfold.fold_manifest(df.assign(group="no-fold"), 0)
 
 
+
+def test_kfold_holds_out_one_method_or_every_fake_from_train_and_val_only() -> None:
+    kfold = load_script("kfold")
+    out, _ = kfold.fold_manifest(_fold_frame(), 0)
+    test = out[out["split"] == "test"]
+    no_b, suffix = kfold.hold_out(out, method="B")
+    assert suffix == "_noB"
+    assert not ((no_b["method"] == "B") & (no_b["split"] != "test")).any()
+    assert (no_b["method"] == "A").sum() == (out["method"] == "A").sum()  # the other method stays
+    reals, suffix = kfold.hold_out(out, real_only=True)
+    assert suffix == "_noFakes"
+    assert set(reals.loc[reals["split"] != "test", "label"]) == {0}
+    assert (reals["label"] == 0).sum() == (out["label"] == 0).sum()
+    for held in (no_b, reals):  # the test split is untouched: its held-out fakes are unseen there
+        pd.testing.assert_frame_equal(held[held["split"] == "test"].reset_index(drop=True),
+                                      test.reset_index(drop=True))
+    same, suffix = kfold.hold_out(out)
+    assert same is out and suffix == ""
+    with pytest.raises(SystemExit, match="no crop has method"):
+        kfold.hold_out(out, method="C")
+
+
 FAKE_DFD = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 out=""; prev=""
