@@ -47,7 +47,6 @@ def test_kfold_test_split_is_exactly_the_fold_and_groups_never_straddle() -> Non
         kfold.fold_manifest(df.assign(group="no-fold"), 0)
 
 
-
 def test_kfold_holds_out_one_method_or_every_fake_from_train_and_val_only() -> None:
     kfold = load_script("kfold")
     out, _ = kfold.fold_manifest(_fold_frame(), 0)
