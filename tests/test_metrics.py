@@ -294,6 +294,32 @@ def test_breakdown_uses_all_reals_for_methods() -> None:
     assert len(per_ds["FF++"]["auc_ci"]) == 2
 
 
+def test_per_method_and_per_dataset_intervals_resample_identity_groups() -> None:
+    # Ten people, each with many videos of one class whose scores share the person's offset: per-method
+    # and per-dataset intervals must resample people (the cluster_col), as the overall one does, not videos.
+    rng = np.random.default_rng(9)
+    rows = []
+    for person in range(10):
+        offset = rng.normal(0, 1)
+        for video in range(12):
+            label = person % 2
+            for _ in range(3):
+                rows.append({"group": f"p{person}", "source_id": f"p{person}v{video}", "label": label,
+                             "method": "FaceSwap" if label else "real", "dataset": "FF++",
+                             "score": 1 / (1 + math.exp(-(offset + 0.5 * label + rng.normal(0, 0.1))))})
+    df = pd.DataFrame(rows)
+    res = evaluate_predictions(df, threshold=0.5, n_boot=200, cluster_col="group")
+    people = df["group"].to_numpy()
+    expected = list(bootstrap_auc_ci(df["label"], df["score"], groups=people, n=200, seed=0))
+    assert res["frame"]["auc_ci"] == pytest.approx(expected)
+    assert res["per_dataset"]["frame"]["FF++"]["auc_ci"] == pytest.approx(expected)
+    fs = pd.concat([df[df["label"] == 1], df[df["label"] == 0]])  # breakdown's row order: fakes, all reals
+    assert res["per_method"]["frame"]["FaceSwap"]["auc_ci"] == pytest.approx(
+        list(bootstrap_auc_ci(fs["label"], fs["score"], groups=fs["group"].to_numpy(), n=200, seed=0)))
+    by_video = bootstrap_auc_ci(df["label"], df["score"], groups=df["source_id"].to_numpy(), n=200, seed=0)
+    assert by_video[1] - by_video[0] < expected[1] - expected[0]  # the stricter clusters are wider
+
+
 def test_perturbations_deterministic_and_ordered() -> None:
     rng = np.random.default_rng(8)
     # A smooth image with texture, so that JPEG quality matters.

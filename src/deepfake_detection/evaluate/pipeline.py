@@ -52,15 +52,16 @@ def evaluate_predictions(
     ``threshold``, ``temperature`` and ``bias`` must come from validation data, never from ``df``.
     """
     groups = df["source_id"].to_numpy() if "source_id" in df.columns else None
-    clusters = df[cluster_col].to_numpy() if cluster_col in df.columns else groups
+    if cluster_col not in df.columns:
+        cluster_col = "source_id"
+    clusters = df[cluster_col].to_numpy() if cluster_col in df.columns else None
     results: dict[str, Any] = {
         "model": dict(model or {}),
         "threshold": float(threshold),
         "temperature": float(temperature),
         "bias": float(bias),
         "frame": evaluate_level(df["label"], df[score_col], threshold, groups=clusters, n_boot=n_boot,
-                                seed=seed, cluster_name=cluster_col if cluster_col in df.columns
-                                else "source_id"),
+                                seed=seed, cluster_name=cluster_col),
         "video": None,
         "per_method": {},
         "per_dataset": {},
@@ -74,8 +75,9 @@ def evaluate_predictions(
     for col, key in (("method", "per_method"), ("dataset", "per_dataset")):
         if col not in df.columns:
             continue
+        # per-method and per-dataset intervals resample the same clusters as the overall one
         results[key]["frame"] = breakdown(df, col, score_col=score_col, threshold=threshold,
-                                          n_boot=n_boot, seed=seed)
+                                          n_boot=n_boot, seed=seed, group_col=cluster_col)
         if video is not None and col in video.columns:
             results[key]["video"] = breakdown(video, col, score_col=score_col, threshold=threshold,
                                               group_col=None)

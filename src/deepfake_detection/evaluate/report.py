@@ -162,10 +162,11 @@ def _document(results: Mapping[str, Any], out_dir: Path, title: str) -> list[Blo
     blocks.append(_kv_table(info))
     if results.get("data"):
         blocks += [("h", 2, "Data"), _kv_table(results["data"])]
+    ci_method = (results.get("frame") or {}).get("ci_method") or "cluster bootstrap over source videos"
     blocks += [("h", 2, "Overall"),
                ("p", "Fake is the positive class. Video scores are the mean of the frame scores of each "
-                     "source (DeepfakeBench's video AUC). Frame-level AUC intervals resample whole source "
-                     "videos (cluster bootstrap): frames of one video are not independent."),
+                     "source (DeepfakeBench's video AUC). Frame-level AUC intervals, overall, per method "
+                     f"and per dataset: {ci_method} (frames of one video or person are not independent)."),
                ("table", OVERALL_COLS, _overall_rows(results))]
     blocks += _breakdown_block("method", results.get("per_method") or {})
     blocks += _breakdown_block("dataset", results.get("per_dataset") or {})
