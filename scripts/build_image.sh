@@ -13,7 +13,8 @@ export CONTAINERS_CONF="$PWD/deploy/containers.conf"
 VERSION=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('deepfake-detection'))")
 TAG=${1:-localhost/deepfake-detection:$VERSION}
 BASE=localhost/dfd-debian-base:bookworm
-WORK=build/image
+# A private work folder: two builds at once (two test runs of one checkout) never share one.
+WORK=$(mktemp -d -t dfd-image.XXXXXX); trap 'rm -rf "$WORK"' EXIT
 # What the base image holds; a change here (or in the hooks below) makes a new base.
 BASE_PACKAGES="ca-certificates,python3,python3-venv,libgl1,libglib2.0-0"
 # opencv-python links libGL.so.1 (libgl1, the GLVND dispatcher) but never opens a GL context here;
@@ -35,7 +36,6 @@ if ! need podman || ! need runc || ! need mmdebstrap; then
   fi
 fi
 
-mkdir -p "$WORK"
 base_id=$(echo "${BASE_OPTS[*]}" | sha256sum | cut -c1-12)
 if [ "$(podman image inspect --format '{{index .Labels "dfd.base"}}' "$BASE" 2>/dev/null)" != "$base_id" ]; then
   echo "building the base image $BASE (mmdebstrap: Debian bookworm, minbase + $BASE_PACKAGES)" >&2
@@ -45,9 +45,8 @@ if [ "$(podman image inspect --format '{{index .Labels "dfd.base"}}' "$BASE" 2>/
 fi
 
 # The wheelhouse: exactly the pinned slim dependencies, as wheels for the image's Python (3.11, as here).
-rm -rf "$WORK/context" && mkdir -p "$WORK/context/wheelhouse"
-.venv/bin/python -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WORK/context/wheelhouse" \
-  ".[serve]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+mkdir -p "$WORK/context/wheelhouse"
+scripts/build_wheel.sh "$WORK/context/wheelhouse" serve 2>&1 | grep -v "^WARNING: Location" >&2 || true
 ls "$WORK/context/wheelhouse"/deepfake_detection-*.whl >/dev/null  # the build above must have made it
 cp Containerfile "$WORK/context/"
 podman --runtime runc build --quiet --format docker --build-arg "BASE=$BASE" --tag "$TAG" "$WORK/context" >/dev/null

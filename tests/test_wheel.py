@@ -44,10 +44,19 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def _build_traces() -> dict[str, int]:
+    """What an in-tree setuptools build writes into the checkout, with modification times."""
+    traces = [REPO / "build", *(REPO / "src").glob("*.egg-info/SOURCES.txt")]
+    return {str(p): p.stat().st_mtime_ns for p in traces if p.exists()}
+
+
 @pytest.fixture(scope="module")
 def slim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("slim")
-    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", work / "dist", REPO)
+    before = _build_traces()
+    _run(REPO / "scripts" / "build_wheel.sh", work / "dist", env={**os.environ, "PYTHON": sys.executable})
+    # built from a private copy: a second build of this checkout at once shares nothing with this one
+    assert _build_traces() == before
     wheel = next((work / "dist").glob("deepfake_detection-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("default.onnx", "default.onnx.sha256", "default.safetensors", "default.safetensors.sha256",
