@@ -13,7 +13,13 @@ from pydantic import ValidationError
 
 from deepfake_detection.cli import main
 from deepfake_detection.data.augment import AugmentConfig, build_eval_transform, build_train_transform
-from deepfake_detection.data.blend import BlendConfig, face_hull_points, self_blend
+from deepfake_detection.data.blend import (
+    BlendConfig,
+    _similarity,
+    face_hull_points,
+    identity_blend,
+    self_blend,
+)
 from deepfake_detection.data.preview import LABEL_H, augment_preview, preview_from_paths, sheet_size
 from deepfake_detection.evaluate.robustness import jpeg
 from deepfake_detection.faces import Face, crop_face, crop_transform
@@ -218,6 +224,67 @@ def test_self_blend_rejects_bad_landmarks(face_crop: tuple[np.ndarray, np.ndarra
         self_blend(crop, np.zeros((5, 2)), rng)
     with pytest.raises(ValueError, match="uint8"):
         self_blend(crop.astype(np.float32), lm, rng)
+
+
+_PLAIN = BlendConfig(rgb_shift_p=0, hue_sat_p=0, brightness_contrast_p=0, sharpness_p=0, translate=0,
+                     scale=(1.0, 1.0), blend_ratios=(1.0,))  # the source goes in unchanged
+
+
+def test_similarity_recovers_a_known_transform() -> None:
+    angle, scale, shift = 0.3, 1.4, np.array([12.0, -7.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = _LM.astype(np.float64)
+    m = _similarity(src, src @ rot.T + shift)
+    assert np.allclose(m, np.hstack([rot, shift[:, None]]), atol=1e-9)
+    with pytest.raises(ValueError, match="degenerate"):
+        _similarity(np.zeros((5, 2)), src)
+
+
+def test_identity_blend_with_itself_is_its_self_blend(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    # Donor = target: alignment and colour match are the identity, so only the shared recipe is left.
+    crop, lm = face_crop
+    for seed in range(4):
+        fake, mask = identity_blend(crop, lm, crop, lm, np.random.default_rng(seed))
+        ref, ref_mask = self_blend(crop, lm, np.random.default_rng(seed))
+        assert np.array_equal(mask, ref_mask)
+        assert np.abs(fake.astype(int) - ref.astype(int)).max() <= 2  # Lab round trip
+        assert np.array_equal(fake[mask == 0], crop[mask == 0])
+
+
+def test_identity_blend_aligns_and_colour_matches(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    # The donor: the same face moved, turned, shrunk and tinted red, with its landmarks moved alike.
+    m = cv2.getRotationMatrix2D((128.0, 128.0), 15.0, 0.8)
+    m[:, 2] += (10.0, -6.0)
+    donor = cv2.warpAffine(crop, m, (256, 256), borderMode=cv2.BORDER_REFLECT_101).astype(np.int16)
+    donor[..., 0] += 60
+    donor = np.clip(donor, 0, 255).astype(np.uint8)
+    donor_lm = lm @ m[:, :2].T + m[:, 2]
+    fake, mask = identity_blend(crop, lm, donor, donor_lm, np.random.default_rng(0), cfg=_PLAIN)
+    core = mask > 0.99
+    assert core.sum() > 2000
+    err = np.abs(fake.astype(float) - crop.astype(float))[core]
+    assert err.mean() < 8 and err[:, 0].mean() < 8  # aligned back onto the target, the red tint matched away
+    pasted = cv2.warpAffine(donor, cv2.invertAffineTransform(m), (256, 256))  # aligned, not matched
+    assert np.abs(pasted.astype(float) - crop.astype(float))[core][:, 0].mean() > 35
+    assert np.array_equal(fake[mask == 0], crop[mask == 0])
+
+
+def test_identity_blend_another_face_and_bad_input(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    other = np.ascontiguousarray(crop[:, ::-1])  # the mirror: a different face layout
+    other_lm = np.stack([255.999 - lm[:, 0], lm[:, 1]], 1)[[1, 0, 2, 4, 3]]
+    a = identity_blend(crop, lm, other, other_lm, np.random.default_rng(5), cfg=_PLAIN)
+    b = identity_blend(crop, lm, other, other_lm, np.random.default_rng(5), cfg=_PLAIN)
+    assert np.array_equal(a[0], b[0])  # the rng decides everything
+    assert np.abs(a[0].astype(int) - crop.astype(int))[a[1] > 0.99].mean() > 2  # the face changed
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="donor must be"):
+        identity_blend(crop, lm, other[..., 0], other_lm, rng)
+    with pytest.raises(ValueError, match="donor_landmarks"):
+        identity_blend(crop, lm, other, other_lm[:3], rng)
+    with pytest.raises(ValueError, match="misses"):
+        identity_blend(crop, lm + 1000, other, other_lm, rng)
 
 
 # --- preview ------------------------------------------------------------------------------------------

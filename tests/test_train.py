@@ -29,6 +29,7 @@ from deepfake_detection.train.data import (
     load_manifests,
     paired_order,
 )
+from deepfake_detection.train.donors import DonorPicker
 
 SIZE = 64
 LANDMARKS = [22.0, 26.0, 42.0, 26.0, 32.0, 36.0, 25.0, 46.0, 39.0, 46.0]  # eyes, nose, mouth corners
@@ -125,11 +126,14 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     from deepfake_detection.train.setup import build_data
 
     blended = cfg_of(manifest, tmp_path, "data.blend.mask_blur=[0.1, 0.2]", "data.blend.rgb_shift_p=0",
-                     "data.num_workers=0")
+                     "data.num_workers=0", "data.identity_blend_ratio=0.5")
     assert blended.data.blend.mask_blur == (0.1, 0.2) and blended.data.blend.rgb_shift_p == 0.0
     one_cpu = DistInfo(1, 0, 0, torch.device("cpu"))
     data = build_data(blended, default_spec("custom_cnn", input_size=32), one_cpu)
     assert data.train_set.blend is blended.data.blend and data.val_set.blend is blended.data.blend
+    # Blends of another person's face are for training; validation stays comparable between runs.
+    assert data.train_set.identity_p == 0.5 and data.train_set.donors is not None
+    assert data.val_set.identity_p == 0.0 and data.val_set.donors is None
     resize = data.val_set.transform.transforms[0]  # validation shrinks as training's final resize does
     assert resize.area_for_downscale == "image"
     linear = cfg_of(manifest, tmp_path, "data.augment.resize_filter=linear", "data.num_workers=0")
@@ -189,6 +193,39 @@ def test_sbi_turns_reals_into_label_one_deterministically(manifest: Path) -> Non
     assert broken[(0, 0)]["label"] == 0 and broken.sbi_failures == 1
     per_row = _dataset(manifest, sbi_p=np.tile([1.0, 0.0], len(plain))[:len(plain)])
     assert [int(per_row[(0, i)]["label"]) for i in range(4)] == [1, 0, 1, 0]
+
+
+def test_donor_picker_takes_another_person_of_the_same_dataset_with_the_nearest_pose() -> None:
+    base = np.array([[30, 30], [50, 30], [40, 40], [32, 50], [48, 50]], float)
+    tilted = base @ np.array([[1, 0.3], [-0.3, 1]]).T  # another pose
+    landmarks = [base, base * 2 + 5, tilted, base, None, base, base]
+    labels = np.array([0, 0, 0, 0, 0, 1, 0])
+    groups = ["a", "b", "c", "a", "d", "e", "f"]
+    datasets = ["x", "x", "x", "x", "x", "x", "y"]
+    picker = DonorPicker(labels, groups, datasets, landmarks, candidates=64)
+    rng = np.random.default_rng(0)
+    picks = {picker.pick(0, rng) for _ in range(20)}
+    # Not its own group (rows 0, 3), not a fake (5), not without landmarks (4), not another dataset (6);
+    # the same pose at another size and place (1) beats the tilted face (2).
+    assert picks == {1}
+    assert picker.pick(6, rng) is None  # alone in its dataset
+    assert picker.pick(4, rng) is None  # no landmarks of its own
+
+
+def test_identity_blends_take_a_donor_only_when_asked(manifest: Path) -> None:
+    plain = _dataset(manifest, sbi_p=1.0, seed=3)
+    swapped = _dataset(manifest, sbi_p=1.0, seed=3, identity_p=1.0)
+    assert plain.donors is None
+    reads: list[int] = []
+    read = swapped._read
+    swapped._read = lambda i: (reads.append(i), read(i))[1]  # type: ignore[method-assign]
+    a, b = swapped[(0, 1)], swapped[(0, 1)]
+    assert a["label"] == 1 and torch.equal(a["image"], b["image"])
+    assert not torch.equal(a["image"], plain[(0, 1)]["image"])
+    assert len(reads) == 4 and reads[0] == 1 and swapped.groups[reads[1]] != swapped.groups[1]
+    alone = _dataset(manifest, sbi_p=1.0, seed=3, identity_p=1.0)
+    alone.donors.pools = {}  # no other person: the blend falls back to a self-blend, still a fake
+    assert alone[(0, 1)]["label"] == 1
 
 
 def test_class_balanced_order_is_half_and_half() -> None:

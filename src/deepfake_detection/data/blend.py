@@ -26,6 +26,13 @@ Mask construction:
   Whether this 5-point mask is as good as the 68-point one for training must be measured by
   training (the default-model issue does that); it is not assumed here.
 
+Blending another person's face (`identity_blend`, the blended images of Face X-ray and I2G, Li et al.,
+CVPR 2020): the source is a second real face crop (the donor), aligned onto the target by the
+similarity transform between their 5 landmarks and colour-matched to the target's face (mean and
+spread per Lab channel inside the mask), then put through the same colour/sharpness change, shift,
+mask and blend as a self-blend. The fake then also holds what a face swap changes and a self-blend
+cannot: another identity's texture and geometry inside the boundary.
+
 Landmarks are in crop pixels, continuous coordinates (pixel (i, j) covers [j, j+1) x [i, i+1)).
 All randomness comes from the `rng` argument: the same seed gives the same output.
 """
@@ -135,19 +142,46 @@ def self_blend(
     fake == round(source * mask + image * (1 - mask)) and fake == image wherever mask == 0).
     Raises ValueError for a malformed image or landmarks, or a face hull that misses the crop.
     """
-    cfg = cfg or _DEFAULT
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-    h, w = image.shape[:2]
+    _check_image(image, "image")
     hull = face_hull_points(landmarks, landmarks68)
-    mask = _hull_mask(hull, h, w)
-    area = float(mask.sum())
-    if area < 16:
-        raise ValueError("the face hull of these landmarks (almost) misses the image")
-    face = math.sqrt(area)
+    return _blend(image, image, _hull_mask(hull, *image.shape[:2]), rng, cfg or _DEFAULT)
 
-    source = _colour_and_sharpness(image, rng, cfg)
-    source, mask = _shift_scale(source, mask, rng, cfg)
+
+def identity_blend(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    donor: np.ndarray,
+    donor_landmarks: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    landmarks68: np.ndarray | None = None,
+    cfg: BlendConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pseudo-fake of `image` whose face is another real face crop, `donor` (module docstring).
+
+    `landmarks` / `donor_landmarks`: the 5 points of each crop (they align the donor and, without
+    `landmarks68`, shape the mask). Returns (fake, mask) as `self_blend` does, with the same guarantees.
+    Raises ValueError for malformed images or landmarks, or a face hull that misses the crop.
+    """
+    _check_image(image, "image")
+    _check_image(donor, "donor")
+    target_5 = _points(landmarks, 5, "landmarks")
+    hull = face_hull_points(target_5, landmarks68)
+    h, w = image.shape[:2]
+    mask = _hull_mask(hull, h, w)
+    _face_size(mask)  # before the colour match, which measures inside the mask
+    m = _similarity(_points(donor_landmarks, 5, "donor_landmarks"), target_5)
+    aligned = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return _blend(image, _match_colour(aligned, image, mask), mask, rng, cfg or _DEFAULT)
+
+
+def _blend(image: np.ndarray, source: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+           cfg: BlendConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The shared recipe: `source` (the face itself or an aligned donor) through the colour/sharpness
+    change, shift and scale, blended into `image` inside the deformed hull `mask`."""
+    face = _face_size(mask)
+    changed = _colour_and_sharpness(source, rng, cfg)
+    changed, mask = _shift_scale(changed, mask, rng, cfg)
     mask = _deform(mask, face, rng, cfg)
     ratio = float(cfg.blend_ratios[int(rng.integers(len(cfg.blend_ratios)))])
     mask *= ratio
@@ -158,11 +192,55 @@ def self_blend(
     if bw and bh:  # blend only in the mask's bounding box (speed); everything else stays the input
         y1, x1 = y0 + bh, x0 + bw
         m = mask[y0:y1, x0:x1, None]
-        src = source[y0:y1, x0:x1].astype(np.float32)
+        src = changed[y0:y1, x0:x1].astype(np.float32)
         tgt = image[y0:y1, x0:x1].astype(np.float32)
         blended = np.clip(np.rint(src * m + tgt * (1.0 - m)), 0, 255).astype(np.uint8)
         fake[y0:y1, x0:x1] = np.where(m > 0, blended, image[y0:y1, x0:x1])
     return fake, mask
+
+
+def _face_size(mask: np.ndarray) -> float:
+    """The square root of the hull's area; refuses a hull that (almost) misses the crop."""
+    area = float(mask.sum())
+    if area < 16:
+        raise ValueError("the face hull of these landmarks (almost) misses the image")
+    return math.sqrt(area)
+
+
+def _check_image(image: np.ndarray, name: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{name} must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 least-squares similarity transform (rotation, uniform scale, shift) taking `src` points
+    onto `dst` (Umeyama, without reflection): closed form, so no RANSAC randomness."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    var = float((s**2).sum())
+    if var < 1e-6:
+        raise ValueError("degenerate donor landmarks: the points coincide")
+    u, sig, vt = np.linalg.svd(d.T @ s)
+    flip = np.diag([1.0, 1.0 if np.linalg.det(u @ vt) > 0 else -1.0])
+    rot = u @ flip @ vt
+    scale = float((sig * np.diag(flip)).sum()) / var
+    out: np.ndarray = np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+    return out
+
+
+def _match_colour(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`source` with the mean and spread of `target` per Lab channel, both measured inside `mask`
+    (Reinhard's colour transfer): the donor's skin tone and lighting stop giving the fake away, so
+    the model has to find the boundary and texture instead. float32 RGB 0..255."""
+    inside = mask > 0
+    src = cv2.cvtColor(source.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    tgt = cv2.cvtColor(target.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    s_in, t_in = src[inside], tgt[inside]
+    gain = t_in.std(0) / np.maximum(s_in.std(0), 1e-3)
+    src = (src - s_in.mean(0)) * gain + t_in.mean(0)
+    src[..., 0] = np.clip(src[..., 0], 0.0, 100.0)
+    rgb = cv2.cvtColor(src.astype(np.float32), cv2.COLOR_LAB2RGB) * 255.0
+    return np.clip(rgb, 0.0, 255.0)
 
 
 def _points(values: np.ndarray, n: int, name: str) -> np.ndarray:

@@ -44,6 +44,9 @@ class DataConfig(_Strict):
     sbi: bool = True  # self-blended pseudo-fakes made on the fly from real training crops
     sbi_ratio: float = Field(default=0.5, ge=0.0, le=1.0)  # fraction of real crops blended (label 1)
     blend: BlendConfig = Field(default_factory=BlendConfig)  # the self-blending recipe (data/blend.py)
+    # Share of those blends whose face comes from another person's real crop of the same dataset
+    # (Face X-ray / I2G blended images, data/blend.py `identity_blend`) instead of the crop itself.
+    identity_blend_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     use_fakes: bool = True  # false: real-only SBI training (SBI paper); validation keeps its fakes
     class_balance: bool = False  # sample so each manifest label is half of every epoch
     # Every dataset half real, half fake, so no source (FF++ YouTube frames vs web photos) stands for a

@@ -24,13 +24,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deepfake_detection.data.blend import BlendConfig, self_blend
+from deepfake_detection.data.blend import BlendConfig, identity_blend, self_blend
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import CROP_PROTOCOL_COLUMNS
 from deepfake_detection.errors import DatasetError
 from deepfake_detection.evaluate.robustness import jpeg
 from deepfake_detection.infer.preprocess import to_batch
 from deepfake_detection.models.spec import CropProtocol, ModelSpec
+from deepfake_detection.train.donors import DonorPicker
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,16 @@ class CropDataset(Dataset[dict[str, Any]]):
 
     A real row i is turned into a self-blended fake (label 1) with probability `sbi_p[i]` (one number:
     every real row), decided per (seed, epoch, index); when blending refuses the landmarks the untouched
-    real is kept (label 0).
+    real is kept (label 0). A share `identity_p` of those blends takes its face from another person's
+    real crop of the same dataset (`identity_blend`, donor chosen by `DonorPicker`) instead of the crop
+    itself; with no such donor the blend is a self-blend.
     Both classes then go through the same `transform` and the spec's normalisation (as inference).
     `jpeg_pair` (a quality range): the sample also holds "image_jpeg", the transformed crop re-encoded as
     JPEG at a quality drawn from it (the second view of training's JPEG consistency)."""
 
     def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
                  sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None,
-                 jpeg_pair: tuple[int, int] | None = None) -> None:
+                 jpeg_pair: tuple[int, int] | None = None, identity_p: float = 0.0) -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -105,6 +108,11 @@ class CropDataset(Dataset[dict[str, Any]]):
         per_row = np.broadcast_to(np.asarray(sbi_p, np.float64), len(rows))
         self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
         self.sbi_failures = 0  # per process; for the log, not for correctness
+        self.identity_p = identity_p
+        self.donors = None
+        if identity_p > 0:
+            datasets = rows["dataset"] if "dataset" in rows else [""] * len(rows)
+            self.donors = DonorPicker(self.labels, self.groups, [str(d) for d in datasets], self.landmarks)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,6 +122,16 @@ class CropDataset(Dataset[dict[str, Any]]):
         if bgr is None:
             raise DatasetError(f"cannot read crop {self.paths[i]}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def _blend(self, i: int, image: np.ndarray, lm: Any, rng: np.random.Generator) -> np.ndarray:
+        # identity_p == 0 draws nothing here, so runs without it keep their exact sample stream.
+        donor = None
+        if self.donors is not None and rng.random() < self.identity_p:
+            donor = self.donors.pick(i, rng)
+        if donor is None:
+            return self_blend(image, lm, rng, landmarks68=self.landmarks68[i], cfg=self.blend)[0]
+        return identity_blend(image, lm, self._read(donor), self.landmarks[donor], rng,
+                              landmarks68=self.landmarks68[i], cfg=self.blend)[0]
 
     def __getitem__(self, key: Key | int) -> dict[str, Any]:
         epoch, i = key if isinstance(key, tuple) else (0, key)
@@ -127,7 +145,7 @@ class CropDataset(Dataset[dict[str, Any]]):
             try:
                 if lm is None:
                     raise ValueError("no landmarks")
-                image, _ = self_blend(image, lm, rng, landmarks68=self.landmarks68[i], cfg=self.blend)
+                image = self._blend(i, image, lm, rng)
                 label = 1
             except ValueError as exc:  # degenerate landmarks: keep the real crop, as a real
                 self.sbi_failures += 1

@@ -106,7 +106,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         raise ConfigError("data.mixed_sbi_ratio needs data.balance_datasets and data.sbi")
     jpeg_pair = cfg.consistency.jpeg_quality if cfg.consistency.weight > 0 else None
     train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
-                            seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=jpeg_pair)
+                            seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=jpeg_pair,
+                            identity_p=cfg.data.identity_blend_ratio)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
         reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
