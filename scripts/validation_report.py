@@ -227,6 +227,9 @@ def compare(base: Path, other: Path) -> str:
     for name, label in DEGRADATIONS:
         if f"score_{name}" in a and f"score_{name}" in b:
             parts[f"AUC drop under {label}"] = (None, _drop(name))
+    ffpp_fakes = both[both["dataset"].isin(FFPP_FRAMES) & (both["label"] == 1)]
+    for method in sorted(ffpp_fakes["method"].dropna().unique()):  # a method one model never saw: LOMO
+        parts[f"FF++ {method} vs FF++ reals"] = (FFPP_FRAMES, _method_vs_reals(method))
     lines = [f"`{other.name}` against `{base.name}` on the same {len(both)} test frames (paired cluster "
              "bootstrap over identity groups, 1000 resamples):", "",
              f"| measure | {base.name} | {other.name} | difference [95% CI] |", "| --- | --- | --- | --- |"]

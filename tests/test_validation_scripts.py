@@ -388,6 +388,13 @@ def test_versus_gives_paired_differences_on_the_same_frames(tmp_path: Path) -> N
     assert float(ff[1]) == pytest.approx(auc, abs=5e-4) and float(ff[2]) == 1.0
     assert ff[3].startswith(f"{1.0 - auc:+.3f} [+")  # the whole interval above 0
     assert "no interval" not in ff[3] and rows["FF++ c40 frame AUC"][3].strip(" |").startswith("+")
+    methods = sorted(set(scores.loc[(scores["label"] == 1) & (scores["dataset"] == "ffpp_crops"), "method"]))
+    assert methods
+    for method in methods:  # per method, paired: what a leave-one-method-out comparison reads
+        row = rows[f"FF++ {method} vs FF++ reals"]
+        mine = script._method_vs_reals(method)(scores)
+        assert float(row[1]) == pytest.approx(mine, abs=5e-4) and float(row[2]) == 1.0
+        assert row[3].startswith(f"{1.0 - mine:+.3f}")
     with pytest.raises(SystemExit, match="not one test split"):
         better.iloc[:10].to_csv(other / "scores.csv", index=False)
         script.compare(base, other)
