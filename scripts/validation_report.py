@@ -13,7 +13,9 @@ Leave-one-method-out: `--lomo-eval METHOD=DIR` per `run_folds.sh` METHOD=M evalu
 
 What a recipe change adds, on the same held-out frames: `--versus OTHER_EVAL` appends OTHER minus the
 first folder, per measure, with a paired cluster-bootstrap interval (both models' scores of a frame
-stay together when identity groups are resampled).
+stay together when identity groups are resampled). `--lomo-versus METHOD BASE OTHER` (repeat per
+method) does the same for leave-one-method-out runs: per method the held-out method's paired AUC
+difference, and the difference of the mean over methods, paired over the shared test groups.
 """
 
 from __future__ import annotations
@@ -214,7 +216,8 @@ def _of_other(stat: Stat) -> Stat:
                                       if c.endswith("_other")}))
 
 
-def compare(base: Path, other: Path) -> str:
+def _paired(base: Path, other: Path) -> pd.DataFrame:
+    """Both evaluations' scores of each frame in one row (the other's columns end in `_other`)."""
     key = ["source_id", "frame_index"]
     a, b = pd.read_csv(base / "scores.csv"), pd.read_csv(other / "scores.csv")
     both = a.merge(b.drop(columns=["dataset", "group", "label", "method"], errors="ignore"), on=key,
@@ -222,10 +225,24 @@ def compare(base: Path, other: Path) -> str:
     if len(both) < 0.95 * max(len(a), len(b)):
         raise SystemExit(f"{base} and {other} share {len(both)} of {len(a)}/{len(b)} frames: "
                          "not one test split")
+    return both
+
+
+def _difference(stat: Stat) -> Stat:
+    return lambda d: _of_other(stat)(d) - stat(d)
+
+
+def _shown_difference(value: tuple[float, float, float]) -> str:
+    diff, low, high = value
+    return f"{diff:+.3f}" + ("" if np.isnan(low) else f" [{low:+.3f}, {high:+.3f}]")
+
+
+def compare(base: Path, other: Path) -> str:
+    both = _paired(base, other)
     parts = {"FF++ c23 frame AUC": (FFPP_FRAMES, _auc), "FF++ c40 frame AUC": (("ffpp_c40",), _auc),
              "gan_faces AUC": (("gan_faces",), _auc), "ECE, all test frames": (None, _ece)}
     for name, label in DEGRADATIONS:
-        if f"score_{name}" in a and f"score_{name}" in b:
+        if f"score_{name}" in both and f"score_{name}_other" in both:  # both models were degraded
             parts[f"AUC drop under {label}"] = (None, _drop(name))
     ffpp_fakes = both[both["dataset"].isin(FFPP_FRAMES) & (both["label"] == 1)]
     for method in sorted(ffpp_fakes["method"].dropna().unique()):  # a method one model never saw: LOMO
@@ -237,10 +254,31 @@ def compare(base: Path, other: Path) -> str:
         rows = both if datasets is None else both[both["dataset"].isin(datasets)]
         if rows.empty:
             continue
-        diff, low, high = cluster_bootstrap(rows, lambda d, f=stat: _of_other(f)(d) - f(d), "group")
-        interval = "" if np.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
-        values = f"{stat(rows):.3f} | {_of_other(stat)(rows):.3f}"
-        lines.append(f"| {measure} | {values} | {diff:+.3f}{interval} |")
+        difference = _shown_difference(cluster_bootstrap(rows, _difference(stat), "group"))
+        lines.append(f"| {measure} | {stat(rows):.3f} | {_of_other(stat)(rows):.3f} | {difference} |")
+    return "\n".join(lines) + "\n"
+
+
+def lomo_compare(pairs: Sequence[tuple[str, Path, Path]]) -> str:
+    """A recipe change measured by leave-one-method-out: per (METHOD, BASE, OTHER), both models never
+    saw METHOD; its paired AUC difference, then the difference of the mean over the methods, with one
+    resample of the shared test groups serving every method (as lomo_rows does; pairs of one method
+    from several folds are pooled in the mean)."""
+    runs = [_paired(base, other).assign(held_out=method) for method, base, other in pairs]
+    runs = [run[run["dataset"].isin(FFPP_FRAMES)] for run in runs]
+    lines = ["Leave-one-method-out, OTHER against BASE (paired cluster bootstrap over identity groups, "
+             "1000 resamples):", "", "| method never trained on | BASE | OTHER | difference [95% CI] |",
+             "| --- | --- | --- | --- |"]
+    for (method, base, other), run in zip(pairs, runs, strict=True):
+        stat = _method_vs_reals(method)
+        difference = _shown_difference(cluster_bootstrap(run, _difference(stat), "group"))
+        lines.append(f"| {method} (`{base.name}` / `{other.name}`) | {stat(run):.3f} | "
+                     f"{_of_other(stat)(run):.3f} | {difference} |")
+    pooled = pd.concat(runs, ignore_index=True)
+    mean = _shown_difference(cluster_bootstrap(pooled, _difference(_mean_lomo_auc), "group"))
+    methods = len({method for method, _, _ in pairs})
+    lines.append(f"| mean over {methods} method(s) | {_mean_lomo_auc(pooled):.3f} | "
+                 f"{_of_other(_mean_lomo_auc)(pooled):.3f} | {mean} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +289,9 @@ def main() -> int:
                         help="a run_folds.sh METHOD=M evaluation folder (repeat per method and fold)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--versus", type=Path, help="another model's evaluation of the first folder's split")
+    parser.add_argument("--lomo-versus", action="append", nargs=3, default=[], type=Path,
+                        metavar=("METHOD", "BASE", "OTHER"),
+                        help="two leave-one-method-out evaluations without METHOD (repeat per method)")
     args = parser.parse_args()
     lomo_evals = []
     for item in args.lomo_eval:
@@ -261,6 +302,8 @@ def main() -> int:
     text = report(args.eval_dirs, lomo_evals)
     if args.versus:
         text += "\n" + compare(args.eval_dirs[0], args.versus)
+    if args.lomo_versus:
+        text += "\n" + lomo_compare([(str(m), base, other) for m, base, other in args.lomo_versus])
     if args.out:
         args.out.write_text(text)
     print(text)

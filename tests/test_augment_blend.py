@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from deepfake_detection.cli import main
 from deepfake_detection.data.augment import AugmentConfig, build_eval_transform, build_train_transform
 from deepfake_detection.data.blend import (
+    FACE_PARTS,
     BlendConfig,
     _similarity,
     face_hull_points,
+    face_part_points,
     identity_blend,
     self_blend,
 )
@@ -209,6 +211,42 @@ def test_self_blend_prefers_68_points(face_crop: tuple[np.ndarray, np.ndarray]) 
     assert np.array_equal(fake[mask == 0], crop[mask == 0])
     hull = face_hull_points(lm, lm68)
     assert hull.shape == (68, 2)
+
+
+def test_part_blends_mask_one_face_part(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    eyes, nose, mouth = lm[:2], lm[2:3], lm[3:]
+    def inside(part: str, points: np.ndarray) -> np.ndarray:
+        hull = face_part_points(lm, part).astype(np.float32)
+        return np.array([cv2.pointPolygonTest(cv2.convexHull(hull), (float(x), float(y)), False) > 0
+                         for x, y in points])
+    assert inside("eyes", eyes).all() and not inside("eyes", mouth).any()
+    assert inside("mouth", mouth).all() and not inside("mouth", np.vstack([eyes, nose])).any()
+    assert inside("nose", nose).all() and not inside("nose", np.vstack([eyes, mouth])).any()
+    assert inside("lower_face", mouth).all() and not inside("lower_face", eyes).any()
+    whole = self_blend(crop, lm, np.random.default_rng(0), cfg=_PLAIN)[1]
+    parts = BlendConfig(part_p=1.0, morph=(0.0, 0.0), elastic_alpha=(0.0, 0.0), mask_blur=(0.0, 0.0),
+                        translate=0, scale=(1.0, 1.0), blend_ratios=(1.0,))
+    seen = set()
+    for seed in range(24):
+        fake, mask = self_blend(crop, lm, np.random.default_rng(seed), cfg=parts)
+        assert 0 < (mask > 0).sum() < 0.6 * (whole > 0).sum()  # a part, not the face
+        assert np.array_equal(fake[mask == 0], crop[mask == 0])
+        for part in FACE_PARTS:  # which part: its hull is the (undeformed) mask
+            if np.array_equal(mask > 0, _part_mask(lm, part)):
+                seen.add(part)
+    assert seen == set(FACE_PARTS)  # every part is drawn
+    donor = identity_blend(crop, lm, crop, lm, np.random.default_rng(1), cfg=parts)[1]
+    assert (donor > 0).sum() < 0.6 * (whole > 0).sum()  # identity blends take parts too
+    with pytest.raises(ValueError, match="unknown face part"):
+        face_part_points(lm, "ears")
+    with pytest.raises(ValueError, match="degenerate"):
+        self_blend(crop, np.zeros((5, 2)), np.random.default_rng(0), cfg=parts)
+
+
+def _part_mask(lm: np.ndarray, part: str) -> np.ndarray:
+    from deepfake_detection.data.blend import _hull_mask
+    return _hull_mask(face_part_points(lm, part), 256, 256) > 0
 
 
 def test_self_blend_rejects_bad_landmarks(face_crop: tuple[np.ndarray, np.ndarray]) -> None:

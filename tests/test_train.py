@@ -126,12 +126,14 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     from deepfake_detection.train.setup import build_data
 
     blended = cfg_of(manifest, tmp_path, "data.blend.mask_blur=[0.1, 0.2]", "data.blend.rgb_shift_p=0",
-                     "data.num_workers=0", "data.identity_blend_ratio=0.5")
+                     "data.num_workers=0", "data.identity_blend_ratio=0.5", "data.blend.part_p=0.5")
     assert blended.data.blend.mask_blur == (0.1, 0.2) and blended.data.blend.rgb_shift_p == 0.0
     one_cpu = DistInfo(1, 0, 0, torch.device("cpu"))
     data = build_data(blended, default_spec("custom_cnn", input_size=32), one_cpu)
-    assert data.train_set.blend is blended.data.blend and data.val_set.blend is blended.data.blend
-    # Blends of another person's face are for training; validation stays comparable between runs.
+    assert data.train_set.blend is blended.data.blend
+    assert data.val_set.blend == blended.data.blend.model_copy(update={"part_p": 0.0})
+    # Blends of another person's face and of face parts are for training; validation stays comparable
+    # between runs.
     assert data.train_set.identity_p == 0.5 and data.train_set.donors is not None
     assert data.val_set.identity_p == 0.0 and data.val_set.donors is None
     resize = data.val_set.transform.transforms[0]  # validation shrinks as training's final resize does

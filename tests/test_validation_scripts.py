@@ -400,6 +400,42 @@ def test_versus_gives_paired_differences_on_the_same_frames(tmp_path: Path) -> N
         script.compare(base, other)
 
 
+def test_lomo_versus_pairs_each_held_out_method_and_their_mean(tmp_path: Path) -> None:
+    script = load_script("validation_report")
+    pairs = []
+    for k, method in enumerate(("FaceSwap", "Deepfakes")):  # two LOMO runs on one fold's test groups
+        base = _evaluation(tmp_path / f"base{k}", 12)
+        scores = pd.read_csv(base / "scores.csv").assign(source_id=lambda d: d.index, frame_index=0)
+        scores.loc[scores["label"] == 1, "method"] = method
+        scores["score"] = np.random.default_rng(k).uniform(0, 1, len(scores))  # guesses
+        scores.to_csv(base / "scores.csv", index=False)
+        other = tmp_path / f"other{k}"
+        other.mkdir()
+        # the other model catches every fake of the first method only
+        caught = (scores["label"] == 1) & (k == 0)
+        scores.assign(score=np.where(caught, 0.99, scores["score"])).to_csv(other / "scores.csv", index=False)
+        pairs.append((method, base, other))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in
+            script.lomo_compare(pairs).splitlines() if line.startswith("| ")}
+    base_aucs = []
+    for k, (method, base, _) in enumerate(pairs):
+        row = rows[f"{method} (`base{k}` / `other{k}`)"]
+        auc = script._method_vs_reals(method)(pd.read_csv(base / "scores.csv"))
+        base_aucs.append(auc)
+        assert float(row[1]) == pytest.approx(auc, abs=5e-4)
+    swap, deep = rows["FaceSwap (`base0` / `other0`)"], rows["Deepfakes (`base1` / `other1`)"]
+    assert float(swap[2]) == 1.0 and swap[3].startswith(f"{1.0 - base_aucs[0]:+.3f} [+")
+    assert deep[3].strip(" |") == "+0.000 [+0.000, +0.000]"  # the same scores: no difference
+    mean = rows["mean over 2 method(s)"]
+    assert float(mean[1]) == pytest.approx(np.mean(base_aucs), abs=5e-4) and float(mean[2]) == pytest.approx(
+        (1.0 + base_aucs[1]) / 2, abs=5e-4)
+    assert mean[3].startswith(f"{(1.0 - base_aucs[0]) / 2:+.3f} [+")  # half the first method's gain
+    cli = subprocess.run([sys.executable, str(REPO / "scripts/validation_report.py"), str(pairs[0][1]),
+                          "--lomo-versus", "FaceSwap", str(pairs[0][1]), str(pairs[0][2])],
+                         capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 0 and "| mean over 1 method(s) |" in cli.stdout
+
+
 def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: Path) -> None:
     folder = _evaluation(tmp_path / "e0", 12)
     scores = pd.read_csv(folder / "scores.csv")

@@ -33,6 +33,13 @@ spread per Lab channel inside the mask), then put through the same colour/sharpn
 mask and blend as a self-blend. The fake then also holds what a face swap changes and a self-blend
 cannot: another identity's texture and geometry inside the boundary.
 
+Face-part blends (`BlendConfig.part_p`, default 0): that share of the blends (self or identity)
+take their mask from one face part instead of the whole face: the eyes and brows, the nose, the mouth
+or the lower face (nose to chin), in the same 5-point frame as the oval (`FACE_PARTS`). Reenactment
+methods (Face2Face, NeuralTextures) change the mouth and expression, not the whole face, so a
+whole-face boundary alone may teach a cue they lack (region-wise forgeries, as in SLADD, Chen et al.,
+CVPR 2022). With 68 points given the part is still drawn from the 5 points.
+
 Landmarks are in crop pixels, continuous coordinates (pixel (i, j) covers [j, j+1) x [i, i+1)).
 All randomness comes from the `rng` argument: the same seed gives the same output.
 """
@@ -54,6 +61,20 @@ _OVAL_5PT = np.array([
     [1.02, 0.00], [1.00, 0.50], [0.90, 1.00], [0.65, 1.35], [0.35, 1.52], [0.00, 1.57],  # right side
     [-0.35, 1.52], [-0.65, 1.35], [-0.90, 1.00], [-1.00, 0.50], [-1.02, 0.00],  # left side
 ])
+
+def _ellipse(centre: tuple[float, float], radii: tuple[float, float], n: int = 16) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([centre[0] + radii[0] * np.cos(t), centre[1] + radii[1] * np.sin(t)], axis=1)
+
+
+# Face parts for part blends, (a, b) in the oval's eye/mouth frame (eyes at (+-0.5, 0), mouth
+# corners near (+-0.4, 1), chin at (0, 1.57)). Their convex hulls are the part masks.
+FACE_PARTS: dict[str, np.ndarray] = {
+    "eyes": np.array([[-1.02, -0.42], [1.02, -0.42], [1.02, 0.30], [-1.02, 0.30]]),  # brows and eyes
+    "nose": np.array([[-0.22, -0.05], [0.22, -0.05], [0.45, 0.82], [-0.45, 0.82]]),  # tip near b 0.7
+    "mouth": _ellipse((0.0, 1.05), (0.62, 0.28)),  # lips; clear of the nose tip
+    "lower_face": np.vstack([[[-1.00, 0.45], [1.00, 0.45]], _OVAL_5PT[7:14]]),  # nose to chin
+}
 _SUBPIXEL_SHIFT = 4  # fillConvexPoly fractional bits: the hull keeps sub-pixel landmark precision
 _MASK_FLOOR = 1.0 / 512  # blurred-mask tails below this change no pixel value; cut to a clean support
 
@@ -87,6 +108,8 @@ class BlendConfig(BaseModel):
     morph: Range = (-0.06, 0.06)  # erosion (< 0) / dilation (> 0) radius, fraction of face size
     mask_blur: Range = (0.02, 0.08)  # Gaussian sigma, fraction of face size
     blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    # Share of blends masked to one face part (FACE_PARTS, drawn uniformly) instead of the whole face.
+    part_p: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> BlendConfig:
@@ -115,6 +138,18 @@ def face_hull_points(landmarks: np.ndarray, landmarks68: np.ndarray | None = Non
     if landmarks68 is not None:
         pts = _points(landmarks68, 68, "landmarks68")
         return pts
+    return _in_face_frame(landmarks, _OVAL_5PT)
+
+
+def face_part_points(landmarks: np.ndarray, part: str) -> np.ndarray:
+    """The (N, 2) points whose convex hull is one face part's mask (`FACE_PARTS`), from 5 points."""
+    if part not in FACE_PARTS:
+        raise ValueError(f"unknown face part {part!r}; known: {sorted(FACE_PARTS)}")
+    return _in_face_frame(landmarks, FACE_PARTS[part])
+
+
+def _in_face_frame(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Template points (a, b) -> crop pixels E + a U + b V (module docstring)."""
     pts = _points(landmarks, 5, "landmarks")
     left_eye, right_eye, _, left_mouth, right_mouth = pts
     origin = (left_eye + right_eye) / 2
@@ -122,8 +157,18 @@ def face_hull_points(landmarks: np.ndarray, landmarks68: np.ndarray | None = Non
     v = (left_mouth + right_mouth) / 2 - origin
     if abs(u[0] * v[1] - u[1] * v[0]) < 1e-6 * max(float(u @ u + v @ v), 1e-12) or u @ u < 1e-6:
         raise ValueError("degenerate 5-point landmarks: eyes and mouth are collinear or coincide")
-    out: np.ndarray = origin + _OVAL_5PT[:, :1] * u + _OVAL_5PT[:, 1:] * v
+    out: np.ndarray = origin + template[:, :1] * u + template[:, 1:] * v
     return out
+
+
+def _blend_hull(landmarks: np.ndarray, landmarks68: np.ndarray | None, rng: np.random.Generator,
+                cfg: BlendConfig) -> np.ndarray:
+    """The whole face's hull points, or with probability `part_p` one face part's. With part_p 0
+    nothing is drawn from `rng`, so recipes without parts keep their exact sample stream."""
+    if cfg.part_p and rng.random() < cfg.part_p:
+        face_hull_points(landmarks, landmarks68)  # the same checks as a whole-face blend
+        return face_part_points(landmarks, list(FACE_PARTS)[int(rng.integers(len(FACE_PARTS)))])
+    return face_hull_points(landmarks, landmarks68)
 
 
 def self_blend(
@@ -143,8 +188,9 @@ def self_blend(
     Raises ValueError for a malformed image or landmarks, or a face hull that misses the crop.
     """
     _check_image(image, "image")
-    hull = face_hull_points(landmarks, landmarks68)
-    return _blend(image, image, _hull_mask(hull, *image.shape[:2]), rng, cfg or _DEFAULT)
+    cfg = cfg or _DEFAULT
+    hull = _blend_hull(landmarks, landmarks68, rng, cfg)
+    return _blend(image, image, _hull_mask(hull, *image.shape[:2]), rng, cfg)
 
 
 def identity_blend(
@@ -165,14 +211,15 @@ def identity_blend(
     """
     _check_image(image, "image")
     _check_image(donor, "donor")
+    cfg = cfg or _DEFAULT
     target_5 = _points(landmarks, 5, "landmarks")
-    hull = face_hull_points(target_5, landmarks68)
+    hull = _blend_hull(target_5, landmarks68, rng, cfg)
     h, w = image.shape[:2]
     mask = _hull_mask(hull, h, w)
     _face_size(mask)  # before the colour match, which measures inside the mask
     m = _similarity(_points(donor_landmarks, 5, "donor_landmarks"), target_5)
     aligned = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    return _blend(image, _match_colour(aligned, image, mask), mask, rng, cfg or _DEFAULT)
+    return _blend(image, _match_colour(aligned, image, mask), mask, rng, cfg)
 
 
 def _blend(image: np.ndarray, source: np.ndarray, mask: np.ndarray, rng: np.random.Generator,

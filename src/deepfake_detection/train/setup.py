@@ -116,7 +116,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         log.info("validation has no fakes: %d of its reals are self-blended (fixed per row)", val_sbi.sum())
     val_set = CropDataset(val_rows, spec, val_tf,
                           sbi_p=0.0 if val_sbi is None else val_sbi.astype(np.float64), seed=cfg.seed + 1,
-                          blend=cfg.data.blend)
+                          # whole-face blends only, so validation stays comparable between recipes
+                          blend=cfg.data.blend.model_copy(update={"part_p": 0.0}))
     if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
         raise ConfigError("data.class_balance, data.pair_sources and data.balance_datasets: choose one")
     order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,
