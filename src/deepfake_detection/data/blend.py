@@ -62,6 +62,7 @@ _OVAL_5PT = np.array([
     [-0.35, 1.52], [-0.65, 1.35], [-0.90, 1.00], [-1.00, 0.50], [-1.02, 0.00],  # left side
 ])
 
+
 def _ellipse(centre: tuple[float, float], radii: tuple[float, float], n: int = 16) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([centre[0] + radii[0] * np.cos(t), centre[1] + radii[1] * np.sin(t)], axis=1)
@@ -75,6 +76,7 @@ FACE_PARTS: dict[str, np.ndarray] = {
     "mouth": _ellipse((0.0, 1.05), (0.62, 0.28)),  # lips; clear of the nose tip
     "lower_face": np.vstack([[[-1.00, 0.45], [1.00, 0.45]], _OVAL_5PT[7:14]]),  # nose to chin
 }
+_PART_NAMES = tuple(FACE_PARTS)
 _SUBPIXEL_SHIFT = 4  # fillConvexPoly fractional bits: the hull keeps sub-pixel landmark precision
 _MASK_FLOOR = 1.0 / 512  # blurred-mask tails below this change no pixel value; cut to a clean support
 
@@ -166,8 +168,9 @@ def _blend_hull(landmarks: np.ndarray, landmarks68: np.ndarray | None, rng: np.r
     """The whole face's hull points, or with probability `part_p` one face part's. With part_p 0
     nothing is drawn from `rng`, so recipes without parts keep their exact sample stream."""
     if cfg.part_p and rng.random() < cfg.part_p:
-        face_hull_points(landmarks, landmarks68)  # the same checks as a whole-face blend
-        return face_part_points(landmarks, list(FACE_PARTS)[int(rng.integers(len(FACE_PARTS)))])
+        if landmarks68 is not None:  # refused as a whole-face blend would refuse it
+            _points(landmarks68, 68, "landmarks68")
+        return face_part_points(landmarks, _PART_NAMES[int(rng.integers(len(_PART_NAMES)))])
     return face_hull_points(landmarks, landmarks68)
 
 
