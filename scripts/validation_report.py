@@ -16,6 +16,9 @@ first folder, per measure, with a paired cluster-bootstrap interval (both models
 stay together when identity groups are resampled). `--lomo-versus METHOD BASE OTHER` (repeat per
 method) does the same for leave-one-method-out runs: per method the held-out method's paired AUC
 difference, and the difference of the mean over methods, paired over the shared test groups.
+Replicates of one method on the same frames (training seeds) are named METHOD:LABEL, e.g.
+`--lomo-versus FaceSwap:seed0 A0 B0 --lomo-versus FaceSwap:seed1 A1 B1`: the mean averages their
+AUCs instead of pooling two models' scores.
 """
 
 from __future__ import annotations
@@ -187,8 +190,13 @@ def lomo_rows(lomo_evals: Sequence[tuple[str, Path]]) -> list[Row]:
 
 
 def _mean_lomo_auc(runs: pd.DataFrame) -> float:
-    """Mean over held-out methods of each run's AUC on its own method (rows tagged `held_out`)."""
-    return float(np.mean([_method_vs_reals(str(m))(d) for m, d in runs.groupby("held_out")]))
+    """Mean over held-out methods of each run's AUC on its own method (rows tagged `held_out`). Rows
+    also tagged `replicate` (seeds scored on the same frames) are averaged per method, not pooled:
+    two models' scores are on different scales."""
+    def method_auc(method: str, d: pd.DataFrame) -> float:
+        replicates = d.groupby("replicate") if "replicate" in d else [("", d)]
+        return float(np.mean([_method_vs_reals(method)(r) for _, r in replicates]))
+    return float(np.mean([method_auc(str(m), d) for m, d in runs.groupby("held_out")]))
 
 
 def report(eval_dirs: list[Path], lomo_evals: Sequence[tuple[str, Path]] = ()) -> str:
@@ -263,20 +271,22 @@ def lomo_compare(pairs: Sequence[tuple[str, Path, Path]]) -> str:
     """A recipe change measured by leave-one-method-out: per (METHOD, BASE, OTHER), both models never
     saw METHOD; its paired AUC difference, then the difference of the mean over the methods, with one
     resample of the shared test groups serving every method (as lomo_rows does; pairs of one method
-    from several folds are pooled in the mean)."""
-    runs = [_paired(base, other).assign(held_out=method) for method, base, other in pairs]
+    from several folds are pooled in the mean, replicates METHOD:LABEL averaged)."""
+    runs = [_paired(base, other).assign(held_out=label.partition(":")[0], replicate=label.partition(":")[2])
+            for label, base, other in pairs]
     runs = [run[run["dataset"].isin(FFPP_FRAMES)] for run in runs]
     lines = ["Leave-one-method-out, OTHER against BASE (paired cluster bootstrap over identity groups, "
              "1000 resamples):", "", "| method never trained on | BASE | OTHER | difference [95% CI] |",
              "| --- | --- | --- | --- |"]
-    for (method, base, other), run in zip(pairs, runs, strict=True):
+    for (label, base, other), run in zip(pairs, runs, strict=True):
+        method = label.partition(":")[0]
         stat = _method_vs_reals(method)
         difference = _shown_difference(cluster_bootstrap(run, _difference(stat), "group"))
-        lines.append(f"| {method} (`{base.name}` / `{other.name}`) | {stat(run):.3f} | "
+        lines.append(f"| {label} (`{base.name}` / `{other.name}`) | {stat(run):.3f} | "
                      f"{_of_other(stat)(run):.3f} | {difference} |")
     pooled = pd.concat(runs, ignore_index=True)
     mean = _shown_difference(cluster_bootstrap(pooled, _difference(_mean_lomo_auc), "group"))
-    methods = len({method for method, _, _ in pairs})
+    methods = len({label.partition(":")[0] for label, _, _ in pairs})
     lines.append(f"| mean over {methods} method(s) | {_mean_lomo_auc(pooled):.3f} | "
                  f"{_of_other(_mean_lomo_auc)(pooled):.3f} | {mean} |")
     return "\n".join(lines) + "\n"
@@ -291,7 +301,8 @@ def main() -> int:
     parser.add_argument("--versus", type=Path, help="another model's evaluation of the first folder's split")
     parser.add_argument("--lomo-versus", action="append", nargs=3, default=[], type=Path,
                         metavar=("METHOD", "BASE", "OTHER"),
-                        help="two leave-one-method-out evaluations without METHOD (repeat per method)")
+                        help="two leave-one-method-out evaluations without METHOD (repeat per method; "
+                             "METHOD:LABEL for replicates such as seeds)")
     args = parser.parse_args()
     lomo_evals = []
     for item in args.lomo_eval:

@@ -436,6 +436,31 @@ def test_lomo_versus_pairs_each_held_out_method_and_their_mean(tmp_path: Path) -
     assert cli.returncode == 0 and "| mean over 1 method(s) |" in cli.stdout
 
 
+def test_lomo_versus_averages_seed_replicates_instead_of_pooling_their_scores(tmp_path: Path) -> None:
+    script = load_script("validation_report")
+    pairs = []
+    for seed in (0, 1):  # two seeds of each arm, scored on the same frames
+        base = _evaluation(tmp_path / f"a{seed}", 12)
+        scores = pd.read_csv(base / "scores.csv").assign(source_id=lambda d: d.index, frame_index=0)
+        scores.loc[scores["label"] == 1, "method"] = "FaceSwap"
+        rng = np.random.default_rng(seed)
+        scores["score"] = rng.uniform(0, 1, len(scores)) + 0.3 * scores["label"]  # a weak detector
+        scores.to_csv(base / "scores.csv", index=False)
+        other = tmp_path / f"b{seed}"
+        other.mkdir()
+        # seed 1's model scores on another scale: every score shifted up, the same ranking
+        scores.assign(score=scores["score"] + 5.0 * seed).to_csv(other / "scores.csv", index=False)
+        pairs.append((f"FaceSwap:seed{seed}", base, other))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in
+            script.lomo_compare(pairs).splitlines() if line.startswith("| ")}
+    aucs = [script._method_vs_reals("FaceSwap")(pd.read_csv(base / "scores.csv")) for _, base, _ in pairs]
+    assert float(rows["FaceSwap:seed1 (`a1` / `b1`)"][1]) == pytest.approx(aucs[1], abs=5e-4)
+    mean = rows["mean over 1 method(s)"]
+    # averaged per seed: the shift changes no seed's ranking, so no difference (pooling would see one)
+    assert float(mean[1]) == pytest.approx(np.mean(aucs), abs=5e-4) and float(mean[2]) == float(mean[1])
+    assert mean[3].strip(" |") == "+0.000 [+0.000, +0.000]"
+
+
 def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: Path) -> None:
     folder = _evaluation(tmp_path / "e0", 12)
     scores = pd.read_csv(folder / "scores.csv")
