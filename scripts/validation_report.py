@@ -272,21 +272,21 @@ def lomo_compare(pairs: Sequence[tuple[str, Path, Path]]) -> str:
     saw METHOD; its paired AUC difference, then the difference of the mean over the methods, with one
     resample of the shared test groups serving every method (as lomo_rows does; pairs of one method
     from several folds are pooled in the mean, replicates METHOD:LABEL averaged)."""
-    runs = [_paired(base, other).assign(held_out=label.partition(":")[0], replicate=label.partition(":")[2])
-            for label, base, other in pairs]
+    named = [(label, *label.partition(":")[::2]) for label, _, _ in pairs]  # (label, method, replicate)
+    runs = [_paired(base, other).assign(held_out=method, replicate=replicate)
+            for (_, method, replicate), (_, base, other) in zip(named, pairs, strict=True)]
     runs = [run[run["dataset"].isin(FFPP_FRAMES)] for run in runs]
     lines = ["Leave-one-method-out, OTHER against BASE (paired cluster bootstrap over identity groups, "
              "1000 resamples):", "", "| method never trained on | BASE | OTHER | difference [95% CI] |",
              "| --- | --- | --- | --- |"]
-    for (label, base, other), run in zip(pairs, runs, strict=True):
-        method = label.partition(":")[0]
+    for (label, method, _), (_, base, other), run in zip(named, pairs, runs, strict=True):
         stat = _method_vs_reals(method)
         difference = _shown_difference(cluster_bootstrap(run, _difference(stat), "group"))
         lines.append(f"| {label} (`{base.name}` / `{other.name}`) | {stat(run):.3f} | "
                      f"{_of_other(stat)(run):.3f} | {difference} |")
     pooled = pd.concat(runs, ignore_index=True)
     mean = _shown_difference(cluster_bootstrap(pooled, _difference(_mean_lomo_auc), "group"))
-    methods = len({label.partition(":")[0] for label, _, _ in pairs})
+    methods = len({method for _, method, _ in named})
     lines.append(f"| mean over {methods} method(s) | {_mean_lomo_auc(pooled):.3f} | "
                  f"{_of_other(_mean_lomo_auc)(pooled):.3f} | {mean} |")
     return "\n".join(lines) + "\n"
