@@ -47,8 +47,8 @@ def use_stored_size_crops(stored: int) -> None:
              protocol: CropProtocol = crop_module.DEFAULT_PROTOCOL) -> list[np.ndarray]:
         return [one(image, f, size, protocol) for f in faces]
 
-    predictor_module.crop_faces = many  # type: ignore[assignment]
-    video_module.crop_face = one  # type: ignore[assignment]
+    predictor_module.crop_faces = many
+    video_module.crop_face = one
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -398,6 +399,10 @@ def _temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
+def _partial_output_written(folder: Path) -> bool:
+    return any(p.stat().st_size > 0 for p in _temporaries(folder))
+
+
 def _wait(predicate: Callable[[], bool], timeout: float = 120) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -426,7 +431,7 @@ def signals(work: Path, quick: bool) -> Row:
         # SIGINT back to its default in the child: a suite started in the background by a
         # non-interactive shell inherits SIGINT ignored, and the child would rightly ignore it too.
         proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
-        started = _wait(lambda d=out_dir: any(p.stat().st_size > 0 for p in _temporaries(d)))
+        started = _wait(functools.partial(_partial_output_written, out_dir))
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         if not started:

@@ -247,8 +247,9 @@ def _shown_difference(value: tuple[float, float, float]) -> str:
 
 def compare(base: Path, other: Path) -> str:
     both = _paired(base, other)
-    parts = {"FF++ c23 frame AUC": (FFPP_FRAMES, _auc), "FF++ c40 frame AUC": (("ffpp_c40",), _auc),
-             "gan_faces AUC": (("gan_faces",), _auc), "ECE, all test frames": (None, _ece)}
+    parts: dict[str, tuple[tuple[str, ...] | None, Stat]] = {
+        "FF++ c23 frame AUC": (FFPP_FRAMES, _auc), "FF++ c40 frame AUC": (("ffpp_c40",), _auc),
+        "gan_faces AUC": (("gan_faces",), _auc), "ECE, all test frames": (None, _ece)}
     for name, label in DEGRADATIONS:
         if f"score_{name}" in both and f"score_{name}_other" in both:  # both models were degraded
             parts[f"AUC drop under {label}"] = (None, _drop(name))
