@@ -454,6 +454,46 @@ def test_in_domain_self_blends_keep_every_dataset_half_fake(tmp_path: Path, mani
         train(cfg_of(manifest, tmp_path / "run", "data.sbi=true", "data.mixed_sbi_ratio=0.25"))
 
 
+def test_sharpness_bins_make_blur_stand_for_no_label(tmp_path: Path, manifest: Path) -> None:
+    """balance_sharpness_bins: fakes blurrier than reals (FF++ Deepfakes) are drawn against as many
+    equally blurry reals, so the blurriest draws are half fake, not all fake."""
+    import cv2
+
+    from deepfake_detection.train.sharpness import face_sharpness, sharpness_strata
+
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(40):  # 20 fakes, 15 of them blurred; 20 reals, 5 of them blurred
+        fake = i < 20
+        img = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+        if i < 15 or i >= 35:
+            img = cv2.GaussianBlur(img, (0, 0), 2.0)
+        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
+        paths.append(str(tmp_path / f"{i}.png"))
+        labels.append(int(fake))
+    labels_a = np.array(labels + [0] * 5)
+    names = ["ffpp"] * 40 + ["photos"] * 5
+    paths += paths[:5]
+    assert face_sharpness(paths[39]) < face_sharpness(paths[20]) / 10
+    units = sharpness_strata(paths, names, labels_a, bins=2)
+    assert units[40:] == ["photos"] * 5 and set(units[:40]) == {"ffpp#0", "ffpp#1"}
+    blurry = [u == "ffpp#0" for u in units]
+    assert blurry == [True] * 15 + [False] * 20 + [True] * 5 + [False] * 5  # the blurred crops
+
+    def blurry_fake_share(datasets: list[str]) -> float:
+        order = OrderSpec(labels_a, ["g"] * 45, seed=0, datasets=datasets).order(epoch=0, micro_batch=8)
+        drawn = order[np.asarray(blurry + [False] * 5)[order]]
+        return float(labels_a[drawn].mean())
+
+    assert blurry_fake_share(names) == 0.75  # plain balance: blur stands for fake
+    assert blurry_fake_share(units) == 0.5
+    with pytest.raises(ConfigError, match="needs data.balance_datasets"):
+        train(cfg_of(manifest, tmp_path / "run", "data.balance_sharpness_bins=3"))
+    out = train(cfg_of(manifest, tmp_path / "r2", "data.balance_datasets=true", "data.sbi=true",
+                       "data.balance_sharpness_bins=2", "epochs=1"))
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+
+
 def test_balance_datasets_trains(tmp_path: Path, manifest: Path) -> None:
     out = train(cfg_of(manifest, tmp_path / "run", "data.balance_datasets=true", "data.sbi=true", "epochs=1"))
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1

@@ -1,6 +1,7 @@
 """The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
 of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/default_recipe.sh, scripts/validation_report.py,
-scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py, scripts/evaluate_stored_crops.py)."""
+scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py, scripts/evaluate_stored_crops.py,
+scripts/ensemble_scores.py)."""
 
 from __future__ import annotations
 
@@ -459,6 +460,38 @@ def test_lomo_versus_averages_seed_replicates_instead_of_pooling_their_scores(tm
     # averaged per seed: the shift changes no seed's ranking, so no difference (pooling would see one)
     assert float(mean[1]) == pytest.approx(np.mean(aucs), abs=5e-4) and float(mean[2]) == float(mean[1])
     assert mean[3].strip(" |") == "+0.000 [+0.000, +0.000]"
+
+
+def test_ensemble_scores_averages_member_logits_row_by_row(tmp_path: Path) -> None:
+    script = load_script("ensemble_scores")
+    members = []
+    for k in range(2):
+        folder = _evaluation(tmp_path / f"m{k}", 6)
+        scores = pd.read_csv(folder / "scores.csv").assign(source_id=lambda d: d.index, frame_index=0)
+        scores["score"] = np.random.default_rng(k).uniform(0.01, 0.99, len(scores))
+        scores["score_jpeg50"] = scores["score"] * 0.9
+        videos = pd.DataFrame({"source_id": ["v0", "v1"], "dataset": "ffpp_c23", "group": ["a", "b"],
+                               "label": [0, 1], "score": [0.2, 0.9 - 0.5 * k]})
+        if k:  # stored in another row order: rows are matched by id, not by position
+            scores, videos = scores.iloc[::-1], videos.iloc[::-1]
+        scores.to_csv(folder / "scores.csv", index=False)
+        videos.to_csv(folder / "videos.csv", index=False)
+        members.append(folder)
+    out = tmp_path / "ens"
+    assert script.main([str(m) for m in members] + ["--out", str(out)]) == 0
+    a, b, e = (pd.read_csv(f / "scores.csv").set_index("source_id").sort_index() for f in (*members, out))
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    np.testing.assert_allclose(logit(e["score"]), (logit(a["score"]) + logit(b["score"])) / 2, atol=1e-9)
+    np.testing.assert_allclose(logit(e["score_jpeg50"]),
+                               (logit(a["score_jpeg50"]) + logit(b["score_jpeg50"])) / 2, atol=1e-6)
+    assert (e["label"] == a["label"]).all()
+    v = pd.read_csv(out / "videos.csv").set_index("source_id")
+    assert v.loc["v1", "score"] == pytest.approx(1 / (1 + np.exp(-(logit(0.9) + logit(0.4)) / 2)))
+    assert "screen" in json.loads((out / "metrics.json").read_text())
+    # members of different test splits are refused, and nothing is written for them
+    pd.read_csv(members[1] / "scores.csv").iloc[:-3].to_csv(members[1] / "scores.csv", index=False)
+    assert script.main([str(m) for m in members] + ["--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad" / "scores.csv").exists()
 
 
 def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: Path) -> None:

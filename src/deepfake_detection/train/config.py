@@ -57,6 +57,9 @@ class DataConfig(_Strict):
     # that are self-blended, so blending traces are also learnt on that source's own faces (the SBI
     # recipe); that dataset's own fakes are drawn 1 - 2x as often, keeping it half real, half fake.
     mixed_sbi_ratio: float = Field(default=0.0, ge=0.0, lt=0.5)
+    # With balance_datasets: balance real and fake draws within this many sharpness bins of each
+    # dataset (train/sharpness.py), so overall blur, which differs by FF++ method, stands for no label.
+    balance_sharpness_bins: int = Field(default=0, ge=0, le=20)
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
     num_workers: int = Field(default=2, ge=0)

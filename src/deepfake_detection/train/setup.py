@@ -25,6 +25,7 @@ from deepfake_detection.train.data import (
     load_manifests,
 )
 from deepfake_detection.train.distributed import DistInfo
+from deepfake_detection.train.sharpness import sharpness_strata
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,15 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
                           blend=cfg.data.blend.model_copy(update={"part_p": 0.0}))
     if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
         raise ConfigError("data.class_balance, data.pair_sources and data.balance_datasets: choose one")
+    if cfg.data.balance_sharpness_bins and not cfg.data.balance_datasets:
+        raise ConfigError("data.balance_sharpness_bins needs data.balance_datasets")
+    units: list[str] | None = None
+    if cfg.data.balance_datasets:
+        units = [str(d) for d in train_rows["dataset"]]
+        if bins := cfg.data.balance_sharpness_bins:
+            units = sharpness_strata(train_set.paths, units, train_set.labels, bins)
     order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,
-                      pair_sources=cfg.data.pair_sources,
-                      datasets=[str(d) for d in train_rows["dataset"]] if cfg.data.balance_datasets else None,
-                      mixed_sbi=cfg.data.mixed_sbi_ratio)
+                      pair_sources=cfg.data.pair_sources, datasets=units, mixed_sbi=cfg.data.mixed_sbi_ratio)
     sampler = ShardedBatchSampler(order, cfg.batch_size, world_size=info.world_size, rank=info.rank,
                                   grad_accum=cfg.optim.grad_accum)
     workers = cfg.data.num_workers
