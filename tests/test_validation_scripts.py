@@ -1,10 +1,11 @@
 """The model-validation scripts: k-fold manifests, the fold runner's skip/resume logic and the table
 of bars (scripts/kfold.py, scripts/run_folds.sh, scripts/default_recipe.sh, scripts/validation_report.py,
 scripts/archive_evaluation.py, scripts/jpeg_drop_by_source.py, scripts/evaluate_stored_crops.py,
-scripts/ensemble_scores.py)."""
+scripts/ensemble_scores.py, scripts/sharpness_report.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -492,6 +493,40 @@ def test_ensemble_scores_averages_member_logits_row_by_row(tmp_path: Path) -> No
     pd.read_csv(members[1] / "scores.csv").iloc[:-3].to_csv(members[1] / "scores.csv", index=False)
     assert script.main([str(m) for m in members] + ["--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad" / "scores.csv").exists()
+
+
+def test_sharpness_report_finds_a_model_that_reads_blur_as_fake(tmp_path: Path) -> None:
+    import cv2
+
+    script = load_script("sharpness_report")
+    rng = np.random.default_rng(0)
+    (tmp_path / "crops").mkdir()
+    rows, frames = [], []
+    for i in range(60):  # FF++ crop reals and FaceSwap fakes, and real photos; a third of each blurred
+        dataset, label = ("utk_real", 0) if i >= 40 else ("ffpp_crops", int(i % 2))
+        blur = 0.5 + 2.5 * (i % 3 == 0)
+        img = cv2.GaussianBlur(rng.integers(0, 255, (64, 64), dtype=np.uint8), (0, 0), blur)
+        cv2.imwrite(str(tmp_path / "crops" / f"{i}.png"), img)
+        source = f"csv:corpus/{i}.png"
+        rows.append({"crop_path": f"crops/{i}.png", "source_id": source, "dataset": dataset,
+                     "method": "FaceSwap" if label else "real"})
+        score = 0.9 if i % 3 == 0 else 0.1 + 0.01 * (i % 7)  # blurred = fake, whatever the label
+        frames.append({"source_id": hashlib.sha256(source.encode()).hexdigest()[:16], "label": label,
+                       "dataset": dataset, "method": rows[-1]["method"], "score": score})
+    pd.DataFrame(rows).to_parquet(tmp_path / "manifest.parquet")
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    pd.DataFrame(frames).to_csv(evaluation / "scores.csv", index=False)
+    (evaluation / "metrics.json").write_text(json.dumps({"threshold": 0.5}))
+    text = script.report(tmp_path / "manifest.parquet", [evaluation])
+    row = next(line for line in text.splitlines() if line.startswith("| `eval`")).split(" | ")
+    photos, ff_reals, swap = row[1], row[2], row[5]
+    for cell in (photos, ff_reals):  # the blurred third (or most of it) flagged, no sharp real
+        blurriest, sharpest = (float(x) for x in cell.split("third ")[1].split(" / "))
+        assert blurriest > 0.8 and sharpest == 0.0 and float(cell.split(";")[0].split()[1]) < -0.5
+    pooled, within = (float(x) for x in swap.strip(" |").split(" / "))
+    assert pooled == pytest.approx(0.5, abs=0.1) and within == pytest.approx(0.5, abs=0.15)  # blind to swaps
+    assert "| ffpp_crops | FaceSwap |" in text and row[3] == "n/a"  # no Deepfakes in this corpus
 
 
 def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: Path) -> None:
