@@ -27,7 +27,8 @@ from deepfake_detection.io.atomic import write_text_atomic
 TABLES = ("scores.csv", "videos.csv")
 
 
-def _hashed(source_id: object) -> str:
+def hashed_source_id(source_id: object) -> str:
+    """The id an archive keeps for a source: a SHA-256 prefix, joinable across archives of one split."""
     return hashlib.sha256(str(source_id).encode()).hexdigest()[:16]
 
 
@@ -45,7 +46,7 @@ def archive(evaluation: Path, out: Path) -> Path:
     rank = {group: f"g{i:06d}" for i, group in enumerate(groups)}
     for name, table in tables.items():
         if "source_id" in table.columns:
-            table["source_id"] = table["source_id"].map(_hashed)
+            table["source_id"] = table["source_id"].map(hashed_source_id)
         if "group" in table.columns:
             table["group"] = table["group"].astype(str).map(rank)
         write_text_atomic(out / name, table.to_csv(index=False))

@@ -17,18 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from deepfake_detection.evaluate.calibration import sigmoid
+from deepfake_detection.evaluate.product_path import raw_logits
 from deepfake_detection.io.atomic import write_text_atomic
 
 KEYS = {"scores.csv": ["source_id", "frame_index"], "videos.csv": ["source_id"]}
-EPS = 1e-6  # keeps logit() finite for stored 0 and 1
-
-
-def _logit(p: pd.Series) -> pd.Series:
-    q = p.clip(EPS, 1 - EPS)
-    return np.log(q / (1 - q))
 
 
 def mean_logit(tables: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
@@ -44,9 +39,9 @@ def mean_logit(tables: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
         t = table.set_index(keys)
         if len(t) != len(first) or not t.index.sort_values().equals(first.index.sort_values()):
             raise ValueError("members were evaluated on different rows: not the same test split")
-        total += _logit(t.loc[first.index, columns])
+        total += raw_logits(t.loc[first.index, columns].to_numpy(), temperature=1.0)  # plain logits
     out = first.copy()
-    out[columns] = 1 / (1 + np.exp(-total / len(tables)))
+    out[columns] = sigmoid(total.to_numpy() / len(tables))
     return out.reset_index()[tables[0].columns]
 
 

@@ -15,12 +15,12 @@ Diagnosis only; no model is run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
+from archive_evaluation import hashed_source_id  # scripts/ beside this file: the archives' ids
 
 from deepfake_detection.evaluate.metrics import roc_auc
 from deepfake_detection.train.sharpness import face_sharpness
@@ -38,7 +38,7 @@ def corpus_sharpness(manifest: Path) -> pd.DataFrame:
 
 def _by_source(corpus: pd.DataFrame) -> pd.Series:
     """Sharpness by source id, raw and as archive_evaluation.py hashes it (the sharpest face of a file)."""
-    hashed = corpus["source_id"].map(lambda s: hashlib.sha256(str(s).encode()).hexdigest()[:16])
+    hashed = corpus["source_id"].map(hashed_source_id)
     both = pd.concat([corpus.assign(key=corpus["source_id"]), corpus.assign(key=hashed)])
     return both.groupby("key")["sharpness"].max()
 
