@@ -475,7 +475,7 @@ def test_sharpness_bins_make_blur_stand_for_no_label(tmp_path: Path, manifest: P
     names = ["ffpp"] * 40 + ["photos"] * 5
     paths += paths[:5]
     assert face_sharpness(paths[39]) < face_sharpness(paths[20]) / 10
-    units = sharpness_strata(paths, names, labels_a, bins=2)
+    units = sharpness_strata(np.array([face_sharpness(p) for p in paths]), names, labels_a, bins=2)
     assert units[40:] == ["photos"] * 5 and set(units[:40]) == {"ffpp#0", "ffpp#1"}
     blurry = [u == "ffpp#0" for u in units]
     assert blurry == [True] * 15 + [False] * 20 + [True] * 5 + [False] * 5  # the blurred crops
@@ -491,6 +491,44 @@ def test_sharpness_bins_make_blur_stand_for_no_label(tmp_path: Path, manifest: P
         train(cfg_of(manifest, tmp_path / "run", "data.balance_sharpness_bins=3"))
     out = train(cfg_of(manifest, tmp_path / "r2", "data.balance_datasets=true", "data.sbi=true",
                        "data.balance_sharpness_bins=2", "epochs=1"))
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+
+
+def test_sharpness_matching_gives_both_classes_one_blur(tmp_path: Path, manifest: Path) -> None:
+    """match_sharpness_p=1: sharp reals are blurred down to the blurry fakes of their dataset, so that
+    blur no longer tells the classes apart; fakes are never sharpened, one-class pools are untouched."""
+    import cv2
+
+    from deepfake_detection.train.sharpness import SharpnessMatcher, blur_to_sharpness, centre_sharpness
+
+    rng = np.random.default_rng(0)
+    sharp = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(10)]
+    blurry = [cv2.GaussianBlur(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), (0, 0), s)
+              for s in np.linspace(1.0, 2.0, 10)]
+    images = sharp + blurry + sharp[:3]  # 10 sharp reals, 10 blurry fakes (ffpp), 3 sharp photo reals
+    labels = np.array([0] * 10 + [1] * 10 + [0] * 3)
+    names = ["ffpp"] * 20 + ["photos"] * 3
+
+    def grey_sharpness(img: np.ndarray) -> float:
+        return centre_sharpness(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
+
+    sharpness = np.array([grey_sharpness(im) for im in images])
+    assert sharpness[:10].min() > 10 * sharpness[10:20].max()
+    target = sharpness[12]
+    assert 0.5 * target < grey_sharpness(blur_to_sharpness(sharp[0], target)) <= 1.05 * target
+    assert blur_to_sharpness(blurry[0], 1e9) is blurry[0]  # never sharpened
+    matcher = SharpnessMatcher.build(sharpness, names, labels, p=1.0)
+    draws = np.random.default_rng(1)
+    after = [[grey_sharpness(matcher(i, images[i], draws)) for i in range(23)] for _ in range(5)]
+    reals, fakes = np.array(after)[:, :10], np.array(after)[:, 10:20]
+    assert np.median(reals) < 1.1 * np.median(fakes) and reals.max() < 1.1 * fakes.max()
+    assert np.array_equal(fakes, np.tile(sharpness[10:20], (5, 1)))
+    assert np.array_equal(np.array(after)[:, 20:], np.tile(sharpness[20:], (5, 1)))
+    untouched = np.random.default_rng(2)
+    matcher(21, images[21], untouched)  # a one-class pool draws nothing
+    assert untouched.random() == np.random.default_rng(2).random()
+    out = train(cfg_of(manifest, tmp_path / "run", "data.balance_datasets=true", "data.sbi=true",
+                       "data.match_sharpness_p=1.0", "epochs=1"))
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
 
 

@@ -60,6 +60,10 @@ class DataConfig(_Strict):
     # With balance_datasets: balance real and fake draws within this many sharpness bins of each
     # dataset (train/sharpness.py), so overall blur, which differs by FF++ method, stands for no label.
     balance_sharpness_bins: int = Field(default=0, ge=0, le=20)
+    # Per training draw of a row from a dataset holding both classes, the chance that it is blurred down
+    # to the sharpness of a random crop of the other class (train/sharpness.py, SharpnessMatcher): at 1
+    # both classes share one sharpness distribution, so blur stands for no label. 0: off.
+    match_sharpness_p: float = Field(default=0.0, ge=0.0, le=1.0)
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
     num_workers: int = Field(default=2, ge=0)

@@ -32,6 +32,7 @@ from deepfake_detection.evaluate.robustness import jpeg
 from deepfake_detection.infer.preprocess import to_batch
 from deepfake_detection.models.spec import CropProtocol, ModelSpec
 from deepfake_detection.train.donors import DonorPicker
+from deepfake_detection.train.sharpness import SharpnessMatcher
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,13 @@ class CropDataset(Dataset[dict[str, Any]]):
     itself; with no such donor the blend is a self-blend.
     Both classes then go through the same `transform` and the spec's normalisation (as inference).
     `jpeg_pair` (a quality range): the sample also holds "image_jpeg", the transformed crop re-encoded as
-    JPEG at a quality drawn from it (the second view of training's JPEG consistency)."""
+    JPEG at a quality drawn from it (the second view of training's JPEG consistency).
+    `match_sharpness`: first of all, the crop may be blurred to another class's sharpness."""
 
     def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
                  sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None,
-                 jpeg_pair: tuple[int, int] | None = None, identity_p: float = 0.0) -> None:
+                 jpeg_pair: tuple[int, int] | None = None, identity_p: float = 0.0,
+                 match_sharpness: SharpnessMatcher | None = None) -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -103,7 +106,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         lm68 = rows["landmarks68"] if "landmarks68" in rows else [None] * len(rows)
         self.landmarks68 = list(lm68)
         self.spec, self.transform, self.seed, self.blend = spec, transform, seed, blend
-        self.jpeg_pair = jpeg_pair
+        self.jpeg_pair, self.match_sharpness = jpeg_pair, match_sharpness
         # Per row; fakes are never blended. Validation gives a fixed half of its reals 1.0, the rest 0.
         per_row = np.broadcast_to(np.asarray(sbi_p, np.float64), len(rows))
         self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
@@ -138,6 +141,8 @@ class CropDataset(Dataset[dict[str, Any]]):
         rng = sample_seed(self.seed, epoch, i)
         tf_seed = int(rng.integers(2**31))  # drawn first: independent of how much the blend consumes
         image = self._read(i)
+        if self.match_sharpness is not None:  # off: no draw, so other runs keep their sample stream
+            image = self.match_sharpness(i, image, rng)
         label = int(self.labels[i])
         p = float(self.sbi_p[i])
         if p > 0 and rng.random() < p:

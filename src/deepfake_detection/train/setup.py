@@ -25,7 +25,7 @@ from deepfake_detection.train.data import (
     load_manifests,
 )
 from deepfake_detection.train.distributed import DistInfo
-from deepfake_detection.train.sharpness import sharpness_strata
+from deepfake_detection.train.sharpness import SharpnessMatcher, face_sharpness, sharpness_strata
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,19 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     if cfg.data.mixed_sbi_ratio and not (cfg.data.balance_datasets and cfg.data.sbi):
         raise ConfigError("data.mixed_sbi_ratio needs data.balance_datasets and data.sbi")
     jpeg_pair = cfg.consistency.jpeg_quality if cfg.consistency.weight > 0 else None
+    if cfg.data.balance_sharpness_bins and not cfg.data.balance_datasets:
+        raise ConfigError("data.balance_sharpness_bins needs data.balance_datasets")
+    labels = train_rows["label"].to_numpy(np.int64)
+    datasets = [str(d) for d in train_rows["dataset"]]
+    sharpness = None
+    if cfg.data.balance_sharpness_bins or cfg.data.match_sharpness_p:
+        sharpness = np.array([face_sharpness(str(p)) for p in train_rows["crop_path"]])
+    matcher = None
+    if cfg.data.match_sharpness_p and sharpness is not None:
+        matcher = SharpnessMatcher.build(sharpness, datasets, labels, cfg.data.match_sharpness_p)
     train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
                             seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=jpeg_pair,
-                            identity_p=cfg.data.identity_blend_ratio)
+                            identity_p=cfg.data.identity_blend_ratio, match_sharpness=matcher)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
         reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
@@ -121,13 +131,11 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
                           blend=cfg.data.blend.model_copy(update={"part_p": 0.0}))
     if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
         raise ConfigError("data.class_balance, data.pair_sources and data.balance_datasets: choose one")
-    if cfg.data.balance_sharpness_bins and not cfg.data.balance_datasets:
-        raise ConfigError("data.balance_sharpness_bins needs data.balance_datasets")
     units: list[str] | None = None
     if cfg.data.balance_datasets:
-        units = [str(d) for d in train_rows["dataset"]]
-        if bins := cfg.data.balance_sharpness_bins:
-            units = sharpness_strata(train_set.paths, units, train_set.labels, bins)
+        units = datasets
+        if (bins := cfg.data.balance_sharpness_bins) and sharpness is not None:
+            units = sharpness_strata(sharpness, datasets, labels, bins)
     order = OrderSpec(train_set.labels, train_set.groups, cfg.seed, class_balance=cfg.data.class_balance,
                       pair_sources=cfg.data.pair_sources, datasets=units, mixed_sbi=cfg.data.mixed_sbi_ratio)
     sampler = ShardedBatchSampler(order, cfg.batch_size, world_size=info.world_size, rank=info.rank,
