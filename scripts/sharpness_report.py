@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -29,14 +30,15 @@ PHOTOS = ("aaf_real", "utk_real")
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 
 
-def corpus_sharpness(manifest: Path) -> pd.DataFrame:
-    """Per manifest row: dataset, method, and the sharpness of its stored crop."""
-    rows = pd.read_parquet(manifest, columns=["crop_path", "source_id", "dataset", "method"])
-    rows["sharpness"] = [face_sharpness(str(manifest.parent / p)) for p in rows["crop_path"]]
+def corpus_sharpness(manifest: Path, measure: Callable[[str], float] = face_sharpness,
+                     columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Per manifest row: dataset, method (and `columns`), and the sharpness of its stored crop."""
+    rows = pd.read_parquet(manifest, columns=["crop_path", "source_id", "dataset", "method", *columns])
+    rows["sharpness"] = [measure(str(manifest.parent / p)) for p in rows["crop_path"]]
     return rows
 
 
-def _by_source(corpus: pd.DataFrame) -> pd.Series:
+def by_source(corpus: pd.DataFrame) -> pd.Series:
     """Sharpness by source id, raw and as archive_evaluation.py hashes it (the sharpest face of a file)."""
     hashed = corpus["source_id"].map(hashed_source_id)
     both = pd.concat([corpus.assign(key=corpus["source_id"]), corpus.assign(key=hashed)])
@@ -82,7 +84,7 @@ def report(manifest: Path, evaluations: list[Path]) -> str:
              "| dataset | method | median | crops |", "| --- | --- | --- | --- |"]
     counts = corpus.groupby(["dataset", "method"]).size()
     lines += [f"| {ds} | {m} | {v} | {counts[(ds, m)]} |" for (ds, m), v in medians.items()]
-    sharpness = _by_source(corpus)
+    sharpness = by_source(corpus)
     head = ["evaluation", "photos", "FF++ crop reals", *(f"{m}: pooled / within quintiles" for m in METHODS)]
     lines += ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for folder in evaluations:

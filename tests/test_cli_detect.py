@@ -16,11 +16,12 @@ from PIL import Image
 
 from deepfake_detection import load_model, predict_image
 from deepfake_detection.cli import main
+from deepfake_detection.faces.quality import BLURRY_FACE_SHARPNESS
 from deepfake_detection.models.paths import sha256_file
 
 CONTRACT_FIELDS = {"path", "status", "fake_probability", "label", "threshold", "faces", "error", "model",
-                   "timings_ms"}
-FACE_FIELDS = {"box", "detector_score", "fake_probability", "landmarks"}
+                   "timings_ms", "warnings"}
+FACE_FIELDS = {"box", "detector_score", "fake_probability", "landmarks", "sharpness", "blurry"}
 
 
 @pytest.fixture()
@@ -99,9 +100,37 @@ def test_detect_csv_and_table(mixed_folder: Path, tiny_onnx_model: Path, tmp_pat
                  "--model", str(tiny_onnx_model), "--format", "csv", "-o", str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert [r["status"] for r in rows] == ["ok", "error"] and rows[0]["num_faces"] == "1"
+    assert rows[0]["warnings"] == ""
     assert main(["detect", str(mixed_folder / "astronaut.jpg"), "--model", str(tiny_onnx_model)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["status", "label", "p(fake)"] and table[1].startswith("ok")
+    assert "[the face is blurry" not in table[1]
+
+
+def test_blurry_faces_are_flagged_in_every_format(astronaut: np.ndarray, tiny_onnx_model: Path,
+                                                  tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A face blurrier than the bundled model's training reals mostly are is marked blurry, and its
+    file carries a warning: in JSONL, CSV and the table. The sharp original is not."""
+    Image.fromarray(astronaut).save(tmp_path / "sharp.png")
+    Image.fromarray(cv2.GaussianBlur(astronaut, (0, 0), 3.0)).save(tmp_path / "blurred.png")
+    files = [str(tmp_path / "sharp.png"), str(tmp_path / "blurred.png")]
+    code, (sharp, blurred) = _run_jsonl([*files, "--model", str(tiny_onnx_model)], tmp_path / "b.jsonl")
+    assert code == 0
+    assert [f["blurry"] for f in sharp["faces"]] == [False] and sharp["warnings"] == []
+    assert [f["blurry"] for f in blurred["faces"]] == [True]
+    assert blurred["faces"][0]["sharpness"] < BLURRY_FACE_SHARPNESS < sharp["faces"][0]["sharpness"]
+    assert blurred["warnings"] == [
+        f"the face is blurry (sharpness under {BLURRY_FACE_SHARPNESS:g}): real faces this blurry are "
+        "taken for fakes several times as often (see the model card)"]
+    out = tmp_path / "b.csv"
+    assert main(["detect", *files, "--model", str(tiny_onnx_model), "--format", "csv", "-o", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert rows[0]["warnings"] == "" and rows[1]["warnings"].startswith("the face is blurry")
+    assert json.loads(rows[1]["faces"])[0]["blurry"] is True
+    assert main(["detect", *files, "--model", str(tiny_onnx_model)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "[the face is blurry" not in table[1] and "[the face is blurry" in table[2]
 
 
 def test_glob_and_order(mixed_folder: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
@@ -196,3 +225,16 @@ def test_video_plots_named_apart_and_never_stop_the_batch(tmp_path: Path, tiny_o
     code, records = _run_jsonl([*args, "--plot", str(plots)], tmp_path / "r3.jsonl")
     assert code == 0 and len(records) == 2  # every plot failed: the results are still all written
     assert caplog.text.count("no timeline plot for") == 2
+
+
+def test_annotations_mark_blurry_faces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_detection.infer import render
+    from deepfake_detection.infer.results import FaceResult, ImageResult
+
+    texts: list[str] = []
+    monkeypatch.setattr(render, "draw_box", lambda out, box, text, colour: texts.append(text))
+    faces = [FaceResult([0, 0, 10, 10], 0.9, 0.8, sharpness=5.0), FaceResult([20, 0, 30, 10], 0.9, 0.1,
+                                                                            sharpness=500.0)]
+    result = ImageResult("x.png", "ok", 0.5, {}, fake_probability=0.8, faces=faces)
+    render.draw_result(np.zeros((40, 40, 3), np.uint8), result)
+    assert texts == ["fake 0.80 blurry", "real 0.10"]

@@ -23,7 +23,8 @@ from deepfake_detection.live.run import run_live
 from deepfake_detection.live.smoothing import Smoother
 from dfd_testkit.synthetic import moving_face_clip
 
-FACE_FIELDS = {"box", "detector_score", "fake_probability", "landmarks"}  # as in `dfd detect`
+# as in `dfd detect`
+FACE_FIELDS = {"box", "detector_score", "fake_probability", "landmarks", "sharpness", "blurry"}
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +285,7 @@ def test_headless_run_writes_every_frame(two_faces: Path, tmp_path: Path) -> Non
     assert [r["frame"] for r in records] == list(range(40))
     face = records[20]["faces"][0]
     assert set(face) >= FACE_FIELDS | {"track_id", "label"}
+    assert face["sharpness"] > 0 and isinstance(face["blurry"], bool)  # of the crop last scored
     # The overlay is in the video: pixels inside the first face's label bar differ from the source.
     src, ann = cv2.VideoCapture(str(two_faces)), cv2.VideoCapture(str(out))
     for _ in range(21):

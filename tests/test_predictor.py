@@ -175,3 +175,25 @@ def test_entry_points_build_through_predictor_load(command: list[str], monkeypat
         model, 0.25, "haar", "onnx")
     if "--max-pixels" in command:
         assert call["max_pixels"] == 10_000_000
+
+
+def test_face_sharpness_is_measured_at_one_size_whatever_the_model(predictor: Predictor,
+                                                                   astronaut: np.ndarray) -> None:
+    """Sharpness is read on the face framed by the model's protocol at REFERENCE_SIZE: the bundled
+    model's own crops are reused, a model of another input size gets the same figure, and blur lowers it."""
+    import cv2
+
+    from deepfake_detection.faces import crop_faces
+    from deepfake_detection.faces.quality import REFERENCE_SIZE, crop_sharpness, faces_sharpness
+
+    faces = predictor.detect_faces(astronaut)
+    protocol = predictor.spec.crop
+    at_reference = crop_faces(astronaut, faces, REFERENCE_SIZE, protocol)
+    expected = [crop_sharpness(c) for c in at_reference]
+    assert faces_sharpness(astronaut, faces, protocol, at_reference) == expected
+    assert faces_sharpness(astronaut, faces, protocol, crop_faces(astronaut, faces, 64, protocol)) == expected
+    assert faces_sharpness(astronaut, faces, protocol) == expected
+    blurred = cv2.GaussianBlur(astronaut, (0, 0), 2.0)
+    assert faces_sharpness(blurred, faces, protocol)[0] < expected[0] / 4
+    result = predictor.predict(astronaut)
+    assert [f.sharpness for f in result.faces] == pytest.approx(expected) and not result.warnings

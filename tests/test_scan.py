@@ -87,7 +87,8 @@ def test_scan_gives_the_records_of_detect(ray_runtime, scenes: Path, tiny_onnx_m
     # pandas reads the nested columns as lists of dicts
     df = pd.read_parquet(out)
     ok = df[df["status"] == "ok"].iloc[0]
-    assert {"box", "detector_score", "fake_probability", "landmarks"} == set(ok["faces"][0])
+    face_fields = {"box", "detector_score", "fake_probability", "landmarks", "sharpness", "blurry"}
+    assert face_fields == set(ok["faces"][0])
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -267,9 +268,11 @@ def test_prepared_images_cross_the_stage_boundary_intact() -> None:
     crops = [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(2)]
     faces = [Face(np.array([1.5, 2, 30, 40], np.float32), 0.91, rng.random((5, 2)).astype(np.float32)),
              Face(np.array([5, 6, 7, 8], np.float32), 0.5, None)]
-    p = Prepared("x.jpg", faces=faces, crops=crops, image_size=(64, 48), timings_ms={"decode": 1.25})
+    p = Prepared("x.jpg", faces=faces, crops=crops, sharpness=[12.5, 80.0], image_size=(64, 48),
+                 timings_ms={"decode": 1.25})
     q = decode_prepared(encode_prepared(7, p), 8)
     assert q.path == "x.jpg" and q.image_size == (64, 48) and q.timings_ms == {"decode": 1.25}
+    assert q.sharpness == [12.5, 80.0]
     assert all(np.array_equal(a, b) for a, b in zip(q.crops, crops, strict=True))
     assert np.array_equal(q.faces[0].box, faces[0].box) and np.array_equal(q.faces[0].landmarks,
                                                                             faces[0].landmarks)

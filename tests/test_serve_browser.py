@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -36,8 +37,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("media")
     rng = np.random.default_rng(0)
     camera = webcam_frame(rng)
+    portrait = scene(rng, (360, 480), face=0, scale=0.8)
     return {
-        "image": write_image(folder / "portrait.jpg", scene(rng, (360, 480), face=0, scale=0.8)),
+        "image": write_image(folder / "portrait.jpg", portrait),
+        "blurred": write_image(folder / "blurred.jpg", cv2.GaussianBlur(portrait, (0, 0), 3.0)),
         "clip": moving_face_clip(folder / "clip.mp4", rng, n=16),
         "camera": write_y4m(folder / "camera.y4m", [camera] * 15),
     }
@@ -58,6 +61,17 @@ def browser(media: dict[str, Path]) -> Iterator[object]:
         browser.close()
 
 
+def test_a_blurry_face_is_marked_and_warned_about(server: str, browser: object,
+                                                  media: dict[str, Path]) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server + "/")
+    page.set_input_files("#files", str(media["blurred"]))
+    verdict = page.locator(".card .verdict.real, .card .verdict.fake")
+    verdict.wait_for(timeout=TIMEOUT_MS)
+    assert "1 face). Warning: the face is blurry" in verdict.inner_text()
+    assert re.fullmatch(r"(real|fake) [01]\.\d\d blurry", page.locator(".card .frame .box .tag").inner_text())
+
+
 def test_upload_shows_boxes_and_the_verdict(server: str, browser: object, media: dict[str, Path]) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     page.goto(server + "/")
@@ -69,6 +83,7 @@ def test_upload_shows_boxes_and_the_verdict(server: str, browser: object, media:
     box = page.locator(".card .frame .box")
     assert box.count() == 1
     assert re.fullmatch(r"(real|fake) [01]\.\d\d", box.locator(".tag").inner_text())
+    assert "Warning" not in verdict.inner_text()
     image_area, box_area = page.locator(".card .frame img").bounding_box(), box.bounding_box()
     assert box_area["width"] > 20 and box_area["height"] > 20
     assert image_area["x"] <= box_area["x"]

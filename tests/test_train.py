@@ -499,7 +499,8 @@ def test_sharpness_matching_gives_both_classes_one_blur(tmp_path: Path, manifest
     blur no longer tells the classes apart; fakes are never sharpened, one-class pools are untouched."""
     import cv2
 
-    from deepfake_detection.train.sharpness import SharpnessMatcher, blur_to_sharpness, centre_sharpness
+    from deepfake_detection.faces.quality import centre_sharpness
+    from deepfake_detection.train.sharpness import SharpnessMatcher, blur_to_sharpness
 
     rng = np.random.default_rng(0)
     sharp = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(10)]

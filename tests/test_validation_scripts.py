@@ -529,6 +529,41 @@ def test_sharpness_report_finds_a_model_that_reads_blur_as_fake(tmp_path: Path) 
     assert "| ffpp_crops | FaceSwap |" in text and row[3] == "n/a"  # no Deepfakes in this corpus
 
 
+def test_blurry_face_threshold_is_a_training_quantile_and_splits_false_alarms(tmp_path: Path) -> None:
+    import cv2
+
+    script = load_script("blurry_face_threshold")
+    rng = np.random.default_rng(0)
+    (tmp_path / "crops").mkdir()
+    rows, frames = [], []
+    for i in range(60):  # reals: photos and FF++ crops, train and test; every third blurred
+        dataset = "utk_real" if i % 2 else "ffpp_crops"
+        blurred = i % 3 == 0
+        img = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+        img = cv2.GaussianBlur(img, (0, 0), 3.0) if blurred else img
+        cv2.imwrite(str(tmp_path / "crops" / f"{i}.png"), img)
+        source = f"csv:corpus/{i}.png"
+        rows.append({"crop_path": f"crops/{i}.png", "source_id": source, "dataset": dataset, "method": "real",
+                     "split": "train" if i < 30 else "test", "label": 0})
+        if i >= 30:  # the evaluation's test frames
+            frames.append({"source_id": hashlib.sha256(source.encode()).hexdigest()[:16], "label": 0,
+                           "dataset": dataset, "score": 0.9 if i in (30, 33, 36, 39) else 0.1})  # blurred
+    pd.DataFrame(rows).to_parquet(tmp_path / "manifest.parquet")
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    pd.DataFrame(frames).to_csv(evaluation / "scores.csv", index=False)
+    (evaluation / "metrics.json").write_text(json.dumps({"threshold": 0.5}))
+    below, n = script.training_threshold(tmp_path / "manifest.parquet", 1 / 3)
+    sharpness = [script.stored_crop_sharpness(str(tmp_path / r["crop_path"])) for r in rows[:30]]
+    assert n == 30 and below == pytest.approx(np.quantile(sharpness, 1 / 3))
+    assert max(sharpness[::3]) < below < min(s for k, s in enumerate(sharpness) if k % 3)  # the blurred third
+    text = script.report(tmp_path / "manifest.parquet", tmp_path / "manifest.parquet", [evaluation], 1 / 3)
+    assert f"crop sharpness {below:.1f}, the 0.333 quantile of 30 training reals" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `eval`")).strip(" |").split(" | ")
+    assert row[1:5] == ["0.400 (5)", "0.000 (10)", "0.400 (5)", "0.000 (10)"]  # 2 of each pool's 5 blurred
+    assert row[5].startswith("0.33 / ")  # no fakes here: their share is NaN
+
+
 def test_archived_evaluation_names_no_file_and_gives_the_same_report(tmp_path: Path) -> None:
     folder = _evaluation(tmp_path / "e0", 12)
     scores = pd.read_csv(folder / "scores.csv")

@@ -33,9 +33,10 @@ import numpy as np
 from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, available_detectors, create_detector, crop_faces
 from deepfake_detection.faces.base import DEFAULT_DETECTOR
+from deepfake_detection.faces.quality import faces_sharpness
 from deepfake_detection.infer.backends import Backend, crop_probabilities, load_backend
 from deepfake_detection.infer.bundled import resolve_model
-from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult
+from deepfake_detection.infer.results import FaceResult, ImageResult, VideoResult, blurry_faces_warning
 from deepfake_detection.io.images import DEFAULT_MAX_PIXELS, load_image
 from deepfake_detection.io.sources import InputItem
 from deepfake_detection.models.spec import ModelSpec
@@ -66,6 +67,7 @@ class Prepared:
     path: str | None
     faces: list[Face] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)
+    sharpness: list[float] = field(default_factory=list)  # per crop (faces/quality.py)
     image_size: tuple[int, int] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -206,6 +208,7 @@ class Predictor:
             prepared.timings_ms["detect"] = _ms(start)
             start = time.perf_counter()
             prepared.crops = crop_faces(image, prepared.faces, self._spec.input_size, self._spec.crop)
+            prepared.sharpness = faces_sharpness(image, prepared.faces, self._spec.crop, prepared.crops)
             prepared.timings_ms["crop"] = _ms(start)
         except DFDError as exc:
             prepared.error = f"{type(exc).__name__}: {exc}"
@@ -232,10 +235,12 @@ class Predictor:
                 cursor += len(p.faces)
                 result.faces = [
                     FaceResult(box=[float(v) for v in f.box], detector_score=float(f.score),
-                               fake_probability=float(s),
+                               fake_probability=float(s), sharpness=sharp,
                                landmarks=None if f.landmarks is None else f.landmarks.tolist())
-                    for f, s in zip(p.faces, scores, strict=True)
+                    for f, s, sharp in zip(p.faces, scores, p.sharpness, strict=True)
                 ]
+                if warning := blurry_faces_warning(result.faces):
+                    result.warnings.append(warning)
                 result.status = "ok"
                 result.fake_probability = float(scores.max())  # one fake face makes the image fake
                 p.timings_ms["classify"] = per_crop_ms * len(p.faces)

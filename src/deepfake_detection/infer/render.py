@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepfake_detection.infer.results import FrameResult, ImageResult, VideoResult, label_for
+from deepfake_detection.infer.results import FaceResult, FrameResult, ImageResult, VideoResult, label_for
 
 # Colours in the frame's own channel order are chosen by the caller's `bgr` flag.
 _RED, _GREEN, _GREY = (220, 40, 40), (40, 180, 60), (160, 160, 160)
@@ -24,6 +24,11 @@ def label_colour(label: str | None, *, bgr: bool = False) -> tuple[int, int, int
 def line_style(frame: np.ndarray) -> tuple[int, float]:
     """(line thickness, font scale) that stay readable from thumbnails to 4K."""
     return max(2, round(max(frame.shape[:2]) / 400)), max(0.5, max(frame.shape[:2]) / 1400)
+
+
+def _blurry(face: FaceResult) -> str:
+    """A label suffix for a face too blurry for a trustworthy verdict."""
+    return " blurry" if face.blurry else ""
 
 
 def draw_box(out: np.ndarray, box: list[float], text: str, colour: tuple[int, int, int]) -> None:
@@ -43,7 +48,8 @@ def draw_result(frame: np.ndarray, result: ImageResult, *, bgr: bool = False) ->
     out = frame.copy()
     for face in result.faces:
         label = label_for(face.fake_probability, result.threshold)
-        draw_box(out, face.box, f"{label} {face.fake_probability:.2f}", label_colour(label, bgr=bgr))
+        draw_box(out, face.box, f"{label} {face.fake_probability:.2f}{_blurry(face)}",
+                 label_colour(label, bgr=bgr))
     if result.status != "ok":
         cv2.putText(out, result.status, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, _GREY, 2, cv2.LINE_AA)
     return out
@@ -52,7 +58,7 @@ def draw_result(frame: np.ndarray, result: ImageResult, *, bgr: bool = False) ->
 def draw_live(frame: np.ndarray, result: FrameResult) -> np.ndarray:
     """Draw onto the BGR `frame` in place (it belongs to the pipeline; no copy at 60 fps) and return it."""
     for face in result.faces:  # a face the last detection missed: grey, its last score (it may have left)
-        draw_box(frame, face.box, f"#{face.track_id} {face.label} {face.fake_probability:.2f}",
+        draw_box(frame, face.box, f"#{face.track_id} {face.label} {face.fake_probability:.2f}{_blurry(face)}",
                  label_colour(None if face.lost else face.label, bgr=True))
     thickness, scale = line_style(frame)
     text = f"{result.fps:.0f} FPS  {len(result.faces)} face{'s' if len(result.faces) != 1 else ''}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from deepfake_detection.faces.quality import BLURRY_FACE_SHARPNESS, is_blurry
 
 Status = Literal["ok", "no_face", "error"]
 Label = Literal["fake", "real"]
@@ -21,6 +24,12 @@ class FaceResult:
     detector_score: float
     fake_probability: float
     landmarks: list[list[float]] | None = None
+    sharpness: float | None = None  # faces/quality.py, of the face's crop (None: not measured)
+
+    @property
+    def blurry(self) -> bool | None:
+        """Blurrier than the model's training reals mostly are: its verdict raises more false alarms."""
+        return None if self.sharpness is None else is_blurry(self.sharpness)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -30,7 +39,19 @@ class FaceResult:
             "landmarks": None
             if self.landmarks is None
             else [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
+            "sharpness": None if self.sharpness is None else round(self.sharpness, 1),
+            "blurry": self.blurry,
         }
+
+
+def blurry_faces_warning(faces: Sequence[FaceResult]) -> str | None:
+    """The warning a result carries when some of its faces are blurry (None: none is)."""
+    n = sum(bool(f.blurry) for f in faces)
+    if not n:
+        return None
+    which = "the face is" if len(faces) == 1 else f"{n} of {len(faces)} faces are"
+    return (f"{which} blurry (sharpness under {BLURRY_FACE_SHARPNESS:g}): real faces this blurry are "
+            "taken for fakes several times as often (see the model card)")
 
 
 @dataclass
@@ -44,6 +65,7 @@ class ImageResult:
     error: str | None = None
     image_size: tuple[int, int] | None = None  # (width, height)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what makes the verdict less reliable
 
     @property
     def label(self) -> Label | None:
@@ -61,6 +83,7 @@ class ImageResult:
             "model": self.model,
             "image_size": None if self.image_size is None else list(self.image_size),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "warnings": self.warnings,
         }
 
 
@@ -101,7 +124,6 @@ class VideoResult(ImageResult):
     fps: float | None = None
     duration_s: float | None = None
     frames_requested: int = 0  # frames sampling asked for; more than `frames` when some did not decode
-    warnings: list[str] = field(default_factory=list)  # what makes the verdict less reliable
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
@@ -112,7 +134,6 @@ class VideoResult(ImageResult):
             "fps": None if self.fps is None else round(self.fps, 3),
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
             "frames_requested": self.frames_requested,
-            "warnings": self.warnings,
         })
         return data
 

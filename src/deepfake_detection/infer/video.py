@@ -27,9 +27,10 @@ import numpy as np
 
 from deepfake_detection.errors import DFDError
 from deepfake_detection.faces import Face, FaceDetector, crop_face
+from deepfake_detection.faces.quality import faces_sharpness
 from deepfake_detection.faces.tracking import IoUTracker
 from deepfake_detection.infer.predictor import Predictor, _ms
-from deepfake_detection.infer.results import FaceResult, TrackResult, VideoResult
+from deepfake_detection.infer.results import FaceResult, TrackResult, VideoResult, blurry_faces_warning
 from deepfake_detection.io.video import frame_indices, sample_frames, video_info
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class _TrackScores:
     frames: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     boxes: list[list[float]] = field(default_factory=list)
+    sharpness: list[float] = field(default_factory=list)  # of each crop scored (faces/quality.py)
     best: Face | None = None  # the most confident detection: the face reported for this track
 
 
@@ -158,7 +160,9 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
             entry.boxes.append([float(v) for v in track.face.box])
             if entry.best is None or track.face.score > entry.best.score:
                 entry.best = track.face
-            pending.append((track.id, index, crop_face(rgb, track.face, spec.input_size, spec.crop)))
+            crop = crop_face(rgb, track.face, spec.input_size, spec.crop)
+            entry.sharpness += faces_sharpness(rgb, [track.face], spec.crop, [crop])
+            pending.append((track.id, index, crop))
         timings["crop"] = timings.get("crop", 0.0) + _ms(start)
         if len(pending) >= predictor.batch_size:
             flush()
@@ -182,10 +186,12 @@ def _score(predictor: Predictor, detector: FaceDetector, source: str, result: Vi
     ]
     result.faces = [
         FaceResult(box=[float(v) for v in entry.best.box], detector_score=float(entry.best.score),
-                   fake_probability=track.fake_probability,
+                   fake_probability=track.fake_probability, sharpness=float(np.median(entry.sharpness)),
                    landmarks=None if entry.best.landmarks is None else entry.best.landmarks.tolist())
         for track, entry in ((t, tracks[t.id]) for t in result.tracks) if entry.best is not None
     ]
+    if warning := blurry_faces_warning(result.faces):  # a track's median crop: blurry most of the time
+        result.warnings.append(warning)
     result.timeline = timeline(result.tracks)
     if result.tracks:
         result.status = "ok"

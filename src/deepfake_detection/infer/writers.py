@@ -18,7 +18,7 @@ from deepfake_detection.io.paths import csv_cell, is_stdout, json_safe, terminal
 
 FORMATS = ("table", "jsonl", "json", "csv")
 CSV_FIELDS = ["path", "status", "fake_probability", "label", "threshold", "num_faces", "faces", "error",
-              "model", "model_sha256", "total_ms"]
+              "model", "model_sha256", "total_ms", "warnings"]
 
 
 @contextmanager
@@ -69,11 +69,13 @@ class ResultWriter:
                 "label": data["label"], "threshold": data["threshold"], "num_faces": len(data["faces"]),
                 "faces": json.dumps(data["faces"]), "error": data["error"], "model": data["model"]["name"],
                 "model_sha256": data["model"]["sha256"], "total_ms": data["timings_ms"].get("total"),
+                "warnings": "; ".join(data["warnings"]) or None,
             }
             self._csv.writerow({key: csv_cell(value) for key, value in row.items()})
         else:
             prob = "" if result.fake_probability is None else f"{result.fake_probability:.3f}"
             detail = f"  ({result.error})" if result.error else ""
+            detail += "".join(f"  [{w}]" for w in result.warnings)
             label = result.label or "-"
             line = (f"{result.status:<8} {label:<5} {prob:>7} {len(result.faces):>5}  "
                     f"{terminal_text(result.path or '')}{terminal_text(detail)}")

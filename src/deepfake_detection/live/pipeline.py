@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from deepfake_detection.faces import Face, crop_face
+from deepfake_detection.faces.quality import crop_sharpness
 from deepfake_detection.faces.tracking import IoUTracker, Track, iou
 from deepfake_detection.infer.predictor import Predictor, _ms
 from deepfake_detection.infer.results import FrameResult, LiveFace
@@ -54,6 +55,7 @@ class _TrackState:
     scored_frame: int = -(10**9)
     scored_box: np.ndarray | None = None
     raw: float | None = None
+    sharpness: float | None = None  # of the latest scored crop (faces/quality.py)
 
 
 class LivePipeline:
@@ -133,13 +135,15 @@ class LivePipeline:
         start = time.perf_counter()
         probs = self.predictor.probabilities(crops)
         timings["classify"] = _ms(start)
-        for track, p in zip(tracks, probs, strict=True):
+        for track, p, crop in zip(tracks, probs, crops, strict=True):
             state = self._states.get(track.id)
             if state is None:
                 state = self._states[track.id] = _TrackState(
                     Smoother(spec.threshold, window=self.config.window, margin=self.config.margin))
             state.smoother.update(float(p))
             state.raw, state.scored_frame, state.scored_box = float(p), frame.index, track.box.copy()
+            # the classifier's crop: at REFERENCE_SIZE for the bundled model, resized for others
+            state.sharpness = crop_sharpness(crop)
         return {t.id for t in tracks}
 
     # --- the loop -------------------------------------------------------------------------------
@@ -212,6 +216,7 @@ class LivePipeline:
             lm = track.face.landmarks
             out.append(LiveFace(box=[float(v) for v in box], detector_score=float(track.face.score),
                                 fake_probability=p, landmarks=None if lm is None else lm.tolist(),
+                                sharpness=state.sharpness,
                                 track_id=track.id, label=state.smoother.label, raw_probability=state.raw,
                                 scored=track.id in scored, lost=track.misses > 0))
         return out

@@ -27,6 +27,8 @@ FACE_TYPE = pa.struct([
     ("detector_score", pa.float64()),
     ("fake_probability", pa.float64()),
     ("landmarks", pa.list_(pa.list_(pa.float64()))),
+    ("sharpness", pa.float64()),
+    ("blurry", pa.bool_()),
 ])
 RESULT_SCHEMA = pa.schema([
     ("id", pa.int64()),
@@ -41,6 +43,7 @@ RESULT_SCHEMA = pa.schema([
     ("model", pa.struct([(k, pa.string()) for k in MODEL_KEYS])),
     ("image_size", pa.list_(pa.int64())),
     ("timings_ms", pa.struct([(k, pa.float64()) for k in TIMING_KEYS])),
+    ("warnings", pa.list_(pa.string())),
 ])
 
 

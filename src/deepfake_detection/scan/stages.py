@@ -31,7 +31,7 @@ PREPARED_SCHEMA = pa.schema([
     ("id", pa.int64()), ("path", pa.binary()), ("error", pa.binary()),  # bytes: names need not be UTF-8
     ("width", pa.int64()), ("height", pa.int64()),
     ("timings", pa.string()),  # JSON {stage: ms}
-    ("faces", pa.string()),  # JSON [[box(4), score, landmarks(5x2) | null], ...]
+    ("faces", pa.string()),  # JSON [[box(4), score, landmarks(5x2) | null, sharpness], ...]
     ("crops", pa.binary()),  # (n, S, S, 3) uint8: the faces' crops, or the whole image when no face
     ("n_crops", pa.int64()),
 ])
@@ -50,7 +50,8 @@ def _detect_predictor(model: str, backend: str, detector: str, max_pixels: int) 
 def encode_prepared(item_id: int, p: Prepared) -> dict[str, Any]:
     crops = p.crops
     faces = [[[float(v) for v in f.box], float(f.score),
-              None if f.landmarks is None else f.landmarks.tolist()] for f in p.faces]
+              None if f.landmarks is None else f.landmarks.tolist(), sharpness]
+             for f, sharpness in zip(p.faces, p.sharpness, strict=True)]
     return {"id": item_id, "path": None if p.path is None else os.fsencode(p.path),
             "error": None if p.error is None else os.fsencode(p.error),
             "width": None if p.image_size is None else p.image_size[0],
@@ -60,12 +61,14 @@ def encode_prepared(item_id: int, p: Prepared) -> dict[str, Any]:
 
 
 def decode_prepared(row: dict[str, Any], size: int) -> Prepared:
+    listed = json.loads(row["faces"])
     faces = [Face(np.asarray(box, np.float32), score, None if lm is None else np.asarray(lm, np.float32))
-             for box, score, lm in json.loads(row["faces"])]
+             for box, score, lm, _ in listed]
     crops = list(np.frombuffer(row["crops"], np.uint8).reshape(row["n_crops"], size, size, 3))
     size_wh = None if row["width"] is None else (int(row["width"]), int(row["height"]))
     return Prepared(None if row["path"] is None else os.fsdecode(row["path"]), faces=faces, crops=crops,
-                    image_size=size_wh, timings_ms=json.loads(row["timings"]),
+                    sharpness=[sharpness for *_, sharpness in listed], image_size=size_wh,
+                    timings_ms=json.loads(row["timings"]),
                     error=None if row["error"] is None else os.fsdecode(row["error"]))
 
 

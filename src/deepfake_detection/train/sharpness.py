@@ -20,16 +20,9 @@ import cv2
 import numpy as np
 
 from deepfake_detection.errors import DatasetError
+from deepfake_detection.faces.quality import centre_sharpness
 
 log = logging.getLogger(__name__)
-
-
-def centre_sharpness(grey: np.ndarray) -> float:
-    """Variance of the Laplacian over the central half of a grey image: the face, not the background
-    or the padding around it."""
-    h, w = grey.shape
-    centre = grey[h // 4: h - h // 4, w // 4: w - w // 4]
-    return float(cv2.Laplacian(centre, cv2.CV_64F).var())
 
 
 def face_sharpness(path: str) -> float:

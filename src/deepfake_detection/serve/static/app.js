@@ -28,7 +28,7 @@ function drawBoxes(frame, result, explanations) {
     Object.assign(box.style, { left: pct(x1, w), top: pct(y1, h), width: pct(x2 - x1, w), height: pct(y2 - y1, h) });
     const tag = document.createElement("span");
     tag.className = "tag";
-    tag.textContent = `${fake ? "fake" : "real"} ${fmt(face.fake_probability)}`;
+    tag.textContent = `${fake ? "fake" : "real"} ${fmt(face.fake_probability)}${face.blurry ? " blurry" : ""}`;
     box.appendChild(tag);
     frame.appendChild(box);
   }
@@ -37,7 +37,8 @@ function drawBoxes(frame, result, explanations) {
 function verdictText(result) {
   if (result.status === "error") return ["error", result.error];
   if (result.label === null) return ["error", "no face found"];
-  const words = result.status === "no_face" ? " (no face found; whole image scored)" : "";
+  let words = result.status === "no_face" ? " (no face found; whole image scored)" : "";
+  for (const warning of result.warnings || []) words += `. Warning: ${warning}`;
   return [result.label, `${result.label.toUpperCase()}: fake probability ${fmt(result.fake_probability)}` +
     ` (threshold ${fmt(result.threshold)}, ${result.faces.length} face${result.faces.length === 1 ? "" : "s"})${words}`];
 }
