@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -34,6 +35,13 @@ from deepfake_detection.faces.quality import crop_sharpness
 
 
 def stored_crop_sharpness(path: str) -> float:
+    """`crop_sharpness` of a stored crop, read once per file (the fold manifest, the corpus and the test
+    reals name the same crops)."""
+    return _crop_file_sharpness(str(Path(path).resolve()))
+
+
+@cache
+def _crop_file_sharpness(path: str) -> float:
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"cannot read crop {path}")
@@ -63,28 +71,22 @@ def evaluation_row(scores: pd.DataFrame, threshold: float, sharpness: pd.Series,
 
 
 def product_check(fold_manifest: Path, model: str | None, blurry_below: float) -> str:
-    """False alarms of the product with and without its blurry-face warning, on the fold's test reals."""
-    from deepfake_detection.data.prepare import pad_image
+    """False alarms of the product with and without its blurry-face warning, on the fold's test reals
+    (scored as `dfd evaluate` scores them: `score_sources`, whose frame rows say whether it warned)."""
+    from deepfake_detection.evaluate.product_path import score_sources
     from deepfake_detection.infer.predictor import Predictor
-    from deepfake_detection.io.images import load_image
     from deepfake_detection.train.data import load_manifests
 
-    rows = load_manifests([fold_manifest])
+    rows = load_manifests([fold_manifest])  # with each row's source padding, as prepared
     rows = rows[(rows["split"] == "test") & (rows["label"] == 0)
                 & (rows["dataset"].isin(PHOTOS) | (rows["dataset"] == "ffpp_crops"))]
-    rows = rows.drop_duplicates("source_id")
+    stored_blurry = {s: stored_crop_sharpness(str(p)) < blurry_below
+                     for s, p in zip(rows["source_id"], rows["crop_path"], strict=True)}
     predictor = Predictor.load(model)
-    out = []
-    for row in rows.itertuples(index=False):
-        decoded = load_image(str(row.source_path), max_pixels=predictor.max_pixels)
-        image = pad_image(decoded, float(row.source_pad))
-        result = predictor.predict(image)
-        if result.status != "ok" or result.fake_probability is None:
-            continue
-        out.append({"pool": "FF++ crop reals" if row.dataset == "ffpp_crops" else "photos",
-                    "false_alarm": result.label == "fake", "warned": any(f.blurry for f in result.faces),
-                    "stored_blurry": stored_crop_sharpness(str(row.crop_path)) < blurry_below})
-    d = pd.DataFrame(out)
+    frames = score_sources(predictor, rows).frames
+    d = pd.DataFrame({"pool": np.where(frames["dataset"] == "ffpp_crops", "FF++ crop reals", "photos"),
+                      "false_alarm": frames["score"] >= predictor.threshold, "warned": frames["blurry"],
+                      "stored_blurry": frames["source_id"].map(stored_blurry)})
     lines = ["", f"The product ({predictor.model_info['name']}, threshold {predictor.threshold:.3f}) on the "
              f"test reals of {fold_manifest.name}:", "",
              "| reals | FPR, warned blurry (n) | FPR, not warned (n) | agreement with the stored flag |",

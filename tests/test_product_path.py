@@ -257,6 +257,7 @@ def test_evaluate_runs_the_product_path_by_default(prepared: Path, tiny_onnx_mod
     scores = pd.read_csv(out / "scores.csv")
     clips = scores[scores["source_path"].str.endswith(".mp4")]
     assert len(clips) >= 4 and clips.groupby("source_id")["frame_index"].nunique().min() >= 2
+    assert scores["blurry"].dtype == bool  # whether each frame's result carried the blurry-face warning
     crops = tmp_path / "crops"
     assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "all", "--out", str(crops),
                  "--mode", "crops", "--bootstrap", "0", "--no-robustness"]) == 0

@@ -10,6 +10,7 @@ missing face), so `dfd evaluate` and the threshold/temperature fit use this path
   (frame level: the highest face score of the frame); the video's verdict is
   `Predictor.predict_video` (tracks, trimmed means), exactly what `dfd detect clip.mp4` prints.
 
+A frame row's `blurry` says whether its result carried the blurry-face warning (faces/quality.py).
 A source where no face is found gives no frame row: it is counted in `no_face`, as `dfd detect`
 reports it (status no_face), not silently dropped. Perturbations (robustness) degrade the decoded
 image or frame before detection, as a re-encoded or resized upload would be.
@@ -88,14 +89,16 @@ def score_sources(predictor: Any, df: pd.DataFrame, *, pad: float | None = None,
             result.no_face.append(path)
         for k in kept:
             frame_rows.append({**meta, "frame_index": images[k][0], "score": clean[k].fake_probability,
-                               "faces": len(clean[k].faces)})
+                               "faces": len(clean[k].faces),
+                               "blurry": any(bool(f.blurry) for f in clean[k].faces)})  # warned
         for name in perturbations:
             degraded = predictor.predict_batch([PERTURBATIONS[name](images[k][1]) for k in kept])
             # A face the degraded image hides scores 0 ("no fake found"), as the verdict users get.
             perturbed[name] += [r.fake_probability or 0.0 for r in degraded]
         if progress is not None:
             progress(n + 1, len(sources))
-    result.frames = pd.DataFrame(frame_rows, columns=[*SOURCE_COLUMNS, "frame_index", "score", "faces"])
+    result.frames = pd.DataFrame(frame_rows,
+                                 columns=[*SOURCE_COLUMNS, "frame_index", "score", "faces", "blurry"])
     result.videos = pd.DataFrame(video_rows, columns=[*SOURCE_COLUMNS, "score", "frames"])
     result.perturbed = {name: np.asarray(v, np.float64) for name, v in perturbed.items()}
     if result.no_face or result.errors:
