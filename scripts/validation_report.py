@@ -318,7 +318,7 @@ def main() -> int:
         text += "\n" + lomo_compare([(str(m), base, other) for m, base, other in args.lomo_versus])
     if args.out:
         args.out.write_text(text)
-    print(text)
+    print(text, end="" if text.endswith("\n") else "\n")  # no trailing blank line
     return 0
 
 

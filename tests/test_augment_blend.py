@@ -157,6 +157,28 @@ def test_low_resolution_jpeg(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
         AugmentConfig.model_validate({"jpeg_scale_range": [0.0, 1.0]})
 
 
+def test_h264_augmentation(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    """h264_p: a shrunk copy goes through one H.264 frame at a random CRF and back; off by default,
+    so earlier recipes' augmentation streams are unchanged."""
+    from deepfake_detection.data.augment import LowResCodec
+    from deepfake_detection.evaluate.robustness import h264
+
+    crop, _ = face_crop
+    assert not any(isinstance(t, LowResCodec) for t in build_train_transform(AugmentConfig(), 224).transforms)
+    cfg = AugmentConfig(**{**_NO_AUG, "h264_p": 1.0, "h264_crf": (40, 40), "h264_scale_range": (0.5, 0.5)})
+    assert any(isinstance(t, LowResCodec) for t in build_train_transform(cfg, 224).transforms)
+    out = build_train_transform(cfg, 256, seed=0)(image=crop)["image"]
+    shrunk = cv2.resize(crop, (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(out, cv2.resize(h264(shrunk, 40), (256, 256), interpolation=cv2.INTER_LINEAR))
+    assert _hf_energy(out) < 0.5 * _hf_energy(crop)
+    ranged = AugmentConfig(**{**_NO_AUG, "h264_p": 1.0})
+    first, again = (build_train_transform(ranged, 256, seed=7)(image=crop)["image"] for _ in range(2))
+    assert np.array_equal(first, again) and not np.array_equal(first, crop)
+    for bad in ({"h264_crf": [30, 60]}, {"h264_scale_range": [0.0, 1.0]}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            AugmentConfig.model_validate(bad)
+
+
 # --- self-blending ------------------------------------------------------------------------------------
 
 def test_self_blend_changes_only_inside_the_mask(face_crop: tuple[np.ndarray, np.ndarray]) -> None:

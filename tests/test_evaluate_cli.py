@@ -49,6 +49,20 @@ def test_evaluate_writes_report(prepared: Path, tiny_onnx_model: Path, tmp_path:
     assert (out / "report.html").exists() and (out / "scores.csv").exists()
 
 
+def test_evaluate_picks_its_perturbations(prepared: Path, tiny_onnx_model: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--robustness replaces the mode's sweep (here with the H.264 one); an unknown name is refused
+    before any work."""
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--out", str(out), "--bootstrap", "0",
+                 "--mode", "crops", "--robustness", "h264_crf40,jpeg50"]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["robustness"]["perturbations"]
+    assert set(rows) == {"h264_crf40", "jpeg50"} and 0 <= rows["h264_crf40"]["auc"] <= 1
+    assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--out", str(tmp_path / "bad"),
+                 "--mode", "crops", "--robustness", "jpeg50,h265"]) == 2
+    assert "unknown perturbation(s) ['h265']" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_evaluate_refuses_single_class_split(prepared: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
     assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "nosuch", "--out",
                  str(tmp_path / "e")]) == 1

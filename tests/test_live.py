@@ -88,6 +88,27 @@ def test_pipeline_tracks_keep_ids_across_frames(predictor: Predictor, two_faces:
     assert all(frame_ids == [1, 2] for frame_ids in ids), ids
 
 
+
+def test_live_face_sharpness_is_measured_at_one_size_whatever_the_model(predictor: Predictor, two_faces: Path,
+                                                                        tmp_path: Path) -> None:
+    """A model of another input size reports the faces' sharpness as the bundled model does (faces cut
+    at REFERENCE_SIZE, faces/quality.py), not that of its own smaller crop blown up."""
+    from deepfake_detection.export.onnx import export_onnx
+    from deepfake_detection.models.registry import create_model, default_spec
+
+    spec = default_spec("custom_cnn", input_size=64, crop=predictor.spec.crop)
+    small = Predictor.load(export_onnx(create_model("custom_cnn").eval(), spec, tmp_path / "small.onnx"))
+    config = LiveConfig(min_detect_every=2, max_detect_every=2, async_detect=False)  # same tracks for both
+
+    def sharpness(model: Predictor) -> tuple[list[tuple[int, int]], list[float]]:
+        with Capture(two_faces) as capture:
+            faces = [(r.index, f) for _, r in LivePipeline(model, config).run(capture) for f in r.faces]
+        return [(i, f.track_id) for i, f in faces], [f.sharpness for _, f in faces]
+
+    (keys, bundled), (small_keys, other) = sharpness(predictor), sharpness(small)
+    assert small_keys == keys and len(keys) == 80
+    assert other == pytest.approx(bundled, rel=1e-6)
+
 # --- smoothing -------------------------------------------------------------------------------
 
 

@@ -327,7 +327,7 @@ def test_perturbations_deterministic_and_ordered() -> None:
     img = np.stack([(xx * 3) % 256, (yy * 2) % 256, (xx + yy) % 256], axis=-1).astype(np.float64)
     img = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
     assert set(PERTURBATIONS) == {"jpeg90", "jpeg70", "jpeg50", "jpeg30", "blur1", "blur2", "blur3",
-                                  "down0.5", "down0.25", "noise"}
+                                  "down0.5", "down0.25", "noise", "h264_crf32", "h264_crf40"}
     for name, fn in PERTURBATIONS.items():
         out = fn(img)
         assert out.shape == img.shape and out.dtype == np.uint8, name
@@ -340,10 +340,35 @@ def test_perturbations_deterministic_and_ordered() -> None:
     assert err("jpeg30") > err("jpeg90")
     assert err("blur3") > err("blur1")
     assert err("down0.25") > err("down0.5")
+    assert err("h264_crf40") > err("h264_crf32")
     gray = img[..., 0].copy()
     assert PERTURBATIONS["jpeg50"](gray).shape == gray.shape
+    odd = np.ascontiguousarray(img[:95, :79])  # 4:2:0 wants even sides: padded and cut back
+    assert PERTURBATIONS["h264_crf40"](odd).shape == odd.shape
+    assert PERTURBATIONS["h264_crf40"](gray).shape == gray.shape
     with pytest.raises(TypeError):
         PERTURBATIONS["blur1"](img.astype(np.float32))
+
+
+def test_h264_is_a_video_codec_not_jpeg() -> None:
+    """At the same loss, the H.264 round trip smears (intra prediction, deblocking) where JPEG leaves
+    8x8 block edges."""
+    from skimage import data
+
+    from deepfake_detection.evaluate.robustness import h264, jpeg
+
+    face = np.ascontiguousarray(data.astronaut()[:256, 128:384])
+    coded, blocky = h264(face, 45), jpeg(face, 10)
+
+    def block_edge_ratio(img: np.ndarray) -> float:  # column steps on 8 px block borders / elsewhere
+        steps = np.abs(np.diff(img.astype(float).mean(axis=2), axis=1)).mean(axis=0)
+        on_border = np.zeros(steps.size, bool)
+        on_border[7::8] = True
+        return float(steps[on_border].mean() / steps[~on_border].mean())
+
+    for img in (coded, blocky):
+        assert 6 < np.abs(img.astype(int) - face).mean() < 10  # about the same loss
+    assert block_edge_ratio(blocky) > 2.0 > 1.6 > block_edge_ratio(coded) > 1.1 > block_edge_ratio(face)
 
 
 def test_robustness_table() -> None:

@@ -231,12 +231,20 @@ def _cmd_augment_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepfake_detection.evaluate.robustness import PERTURBATIONS
     from deepfake_detection.evaluate.run import PRODUCT_ROBUSTNESS, ROBUSTNESS_DEFAULT, evaluate_model
     from deepfake_detection.io.paths import check_output_dir
 
-    check_output_dir(args.out)  # before any work: a report that cannot be written must not cost a run
     # Product mode re-runs detection for each perturbation: the three that the bars name, not all ten.
     sweep = PRODUCT_ROBUSTNESS if args.mode == "product" else ROBUSTNESS_DEFAULT
+    if args.robustness is not None:
+        sweep = tuple(name for name in args.robustness.split(",") if name)
+        unknown = [name for name in sweep if name not in PERTURBATIONS]
+        if unknown or not sweep:
+            print(f"dfd evaluate: unknown perturbation(s) {unknown or [args.robustness]}; choose from "
+                  f"{', '.join(PERTURBATIONS)}", file=sys.stderr)
+            return 2
+    check_output_dir(args.out)  # before any work: a report that cannot be written must not cost a run
     robustness: tuple[str, ...] = () if args.no_robustness else sweep
     split = None if args.split == "all" else args.split
     results = evaluate_model(args.model, args.data, args.out, split=split, robustness=robustness,
@@ -528,7 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("data", help="manifest.parquet from `dfd prepare`, or a folder with real/ and fake/")
     ev.add_argument("--split", default="test", help="manifest split to evaluate (train, val, test, all)")
     ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--no-robustness", action="store_true", help="skip the JPEG/blur/resize/noise sweep")
+    robust = ev.add_mutually_exclusive_group()
+    robust.add_argument("--no-robustness", action="store_true", help="skip the JPEG/blur/resize/noise sweep")
+    robust.add_argument("--robustness", metavar="NAMES",
+                        help="comma-separated perturbations instead of the mode's sweep (product: "
+                             "jpeg50,blur1,down0.5); also jpeg90/70/30, blur2/3, down0.25, noise, "
+                             "h264_crf32, h264_crf40")
     ev.add_argument("--bootstrap", type=_count, default=1000,
                     help="bootstrap resamples for AUC intervals (0: no intervals)")
     ev.add_argument("--mode", choices=("product", "crops"), default="product",

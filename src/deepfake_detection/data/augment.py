@@ -14,7 +14,7 @@ at the input size); the train transform takes a random crop covering `crop_area`
 it, so the face scale seen in training stays close to the one seen at inference.
 
 Order of the train pipeline (why): geometry on the stored crop first (rotation needs the margin),
-then colour, then degradations (downscale, blur, noise, JPEG) at the stored resolution, as they
+then colour, then degradations (downscale, blur, noise, H.264, JPEG) at the stored resolution, as they
 happen in the wild before a face is detected and cropped, then the final crop/resize, then cutout.
 """
 
@@ -28,7 +28,7 @@ import cv2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deepfake_detection.evaluate.robustness import low_resolution_jpeg
+from deepfake_detection.evaluate.robustness import low_resolution_h264, low_resolution_jpeg
 
 # albumentations 2.x asks PyPI for updates at import time (a 2 s network timeout offline).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -60,9 +60,15 @@ class AugmentConfig(BaseModel):
     blur_p: float = Field(default=0.5, ge=0.0, le=1.0)
     noise_std: Range = (0.0, 0.04)  # Gaussian noise std as a fraction of 255
     noise_p: float = Field(default=0.2, ge=0.0, le=1.0)
+    # H.264 (a lone intra frame, evaluate/robustness.py h264) at a random CRF, on a copy shrunk by a
+    # factor in h264_scale_range; before JPEG, as a frame grabbed from a video and saved as a photo.
+    # Off by default: the stream of every earlier recipe stays bit-identical.
+    h264_crf: IntRange = (24, 44)
+    h264_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    h264_scale_range: Range = (0.5, 1.0)
     jpeg_quality: IntRange = (30, 100)
     jpeg_p: float = Field(default=0.5, ge=0.0, le=1.0)
-    # JPEG applied at this fraction of the stored crop's resolution (LowResJpeg); (1, 1): at full size
+    # JPEG applied at this fraction of the stored crop's resolution (LowResCodec); (1, 1): at full size
     jpeg_scale_range: Range = (1.0, 1.0)
     # How the final random crop is brought to the input size when it shrinks: "area" (box averaging)
     # or "linear", as `crop_face` warps a face that it shrinks by less than 2x at inference, so that
@@ -77,7 +83,8 @@ class AugmentConfig(BaseModel):
     @model_validator(mode="after")
     def _check_ranges(self) -> AugmentConfig:
         for name in ("downscale_range", "blur_sigma", "noise_std", "jpeg_quality", "jpeg_scale_range",
-                     "crop_area", "crop_ratio", "cutout_holes", "cutout_size"):
+                     "h264_crf", "h264_scale_range", "crop_area", "crop_ratio", "cutout_holes",
+                     "cutout_size"):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"{name}: need 0 <= low <= high, got ({lo}, {hi})")
@@ -85,6 +92,10 @@ class AugmentConfig(BaseModel):
             raise ValueError(f"downscale_range must lie in (0, 1], got {self.downscale_range}")
         if not 0 < self.jpeg_scale_range[0] <= self.jpeg_scale_range[1] <= 1.0:
             raise ValueError(f"jpeg_scale_range must lie in (0, 1], got {self.jpeg_scale_range}")
+        if not 0 < self.h264_scale_range[0] <= self.h264_scale_range[1] <= 1.0:
+            raise ValueError(f"h264_scale_range must lie in (0, 1], got {self.h264_scale_range}")
+        if not self.h264_crf[1] <= 51:
+            raise ValueError(f"h264_crf must lie in [0, 51], got {self.h264_crf}")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ValueError(f"jpeg_quality must lie in [1, 100], got {self.jpeg_quality}")
         if not 0 < self.crop_area[0] <= self.crop_area[1] <= 1.0:
@@ -129,6 +140,7 @@ def build_train_transform(cfg: AugmentConfig, input_size: int, *, seed: int | No
                     p=cfg.downscale_p if ds_lo < 1.0 else 0.0),
         A.GaussianBlur(sigma_limit=(blur_lo, blur_hi), p=cfg.blur_p),
         A.GaussNoise(std_range=cfg.noise_std, p=cfg.noise_p),
+        *([LowResCodec("h264", cfg.h264_scale_range, cfg.h264_crf, p=cfg.h264_p)] if cfg.h264_p > 0 else []),
         _jpeg_transform(cfg),
         A.RandomResizedCrop(size=(input_size, input_size), scale=cfg.crop_area, ratio=cfg.crop_ratio,
                             interpolation=cv2.INTER_LINEAR,
@@ -139,17 +151,24 @@ def build_train_transform(cfg: AugmentConfig, input_size: int, *, seed: int | No
     return A.Compose(transforms, seed=seed)
 
 
-class LowResJpeg(A.ImageOnlyTransform):
-    """JPEG at a lower resolution than the image: shrink by a random factor, encode and decode at a
-    random quality, scale back. A face that is small in a compressed photo or frame reaches the
-    model with its 8x8 JPEG blocks scaled up with the crop, so they cover more of the face than
-    blocks of the same quality on the stored crop; Downscale followed by ImageCompression never
-    produces that (on fold-4 validation crops, JPEG 50 at half resolution cost v5 0.18 AUC, at full
-    resolution 0.06). Measured on the product path it did not help (MODEL_HISTORY.md, ninth session):
-    the option stays off by default. Same perturbation as `dfd evaluate`'s sweep (robustness.py)."""
+class LowResCodec(A.ImageOnlyTransform):
+    """A lossy codec at a lower resolution than the image: shrink by a random factor, encode and
+    decode at a random quality (JPEG quality, or H.264 CRF), scale back.
 
-    def __init__(self, scale_range: Range, quality_range: IntRange, p: float = 0.5) -> None:
+    JPEG (`jpeg_scale_range` < 1): a face that is small in a compressed photo or frame reaches the
+    model with its 8x8 JPEG blocks scaled up with the crop, so they cover more of the face than blocks
+    of the same quality on the stored crop; Downscale followed by ImageCompression never produces that
+    (on fold-4 validation crops, JPEG 50 at half resolution cost v5 0.18 AUC, at full resolution 0.06).
+    Measured on the product path it did not help (MODEL_HISTORY.md, ninth session): off by default.
+
+    H.264 (`h264_p`): one intra frame through libx264. FaceForensics++ c40 is H.264 at CRF 40, and JPEG
+    augmentation does not imitate its smearing: the c40 bar is where every recipe here fell shortest.
+    Both are the perturbations of `dfd evaluate`'s sweep (robustness.py)."""
+
+    def __init__(self, codec: Literal["jpeg", "h264"], scale_range: Range, quality_range: IntRange,
+                 p: float = 0.5) -> None:
         super().__init__(p=p)
+        self.codec = codec
         self.scale_range = scale_range
         self.quality_range = quality_range
 
@@ -158,17 +177,19 @@ class LowResJpeg(A.ImageOnlyTransform):
                 "quality": self.py_random.randint(*self.quality_range)}
 
     def apply(self, img: Any, scale: float, quality: int, **params: Any) -> Any:
+        if self.codec == "h264":
+            return low_resolution_h264(img, scale, quality)
         return low_resolution_jpeg(img, scale, quality)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("scale_range", "quality_range")
+        return ("codec", "scale_range", "quality_range")
 
 
 def _jpeg_transform(cfg: AugmentConfig) -> Any:
     # At full size, albumentations' own transform: earlier runs' augmentation streams stay bit-identical.
     if cfg.jpeg_scale_range == (1.0, 1.0):
         return A.ImageCompression(compression_type="jpeg", quality_range=cfg.jpeg_quality, p=cfg.jpeg_p)
-    return LowResJpeg(cfg.jpeg_scale_range, cfg.jpeg_quality, p=cfg.jpeg_p)
+    return LowResCodec("jpeg", cfg.jpeg_scale_range, cfg.jpeg_quality, p=cfg.jpeg_p)
 
 
 def build_eval_transform(input_size: int, resize_filter: str = "area") -> A.Compose:

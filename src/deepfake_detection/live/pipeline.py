@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from deepfake_detection.faces import Face, crop_face
-from deepfake_detection.faces.quality import crop_sharpness
+from deepfake_detection.faces.quality import REFERENCE_SIZE, crop_sharpness
 from deepfake_detection.faces.tracking import IoUTracker, Track, iou
 from deepfake_detection.infer.predictor import Predictor, _ms
 from deepfake_detection.infer.results import FrameResult, LiveFace
@@ -131,18 +131,22 @@ class LivePipeline:
         # Crops come from the BGR frame; only the small crop is converted to the model's RGB.
         crops = [cv2.cvtColor(crop_face(frame.image, t.face, spec.input_size, spec.crop), cv2.COLOR_BGR2RGB)
                  for t in tracks]
+        # Sharpness is read at REFERENCE_SIZE whatever the model (faces/quality.py): the bundled model's
+        # crops are reused, another model's faces are cut once more at that size.
+        at_reference = crops if spec.input_size == REFERENCE_SIZE else [
+            cv2.cvtColor(crop_face(frame.image, t.face, REFERENCE_SIZE, spec.crop), cv2.COLOR_BGR2RGB)
+            for t in tracks]
         timings["crop"] = _ms(start)
         start = time.perf_counter()
         probs = self.predictor.probabilities(crops)
         timings["classify"] = _ms(start)
-        for track, p, crop in zip(tracks, probs, crops, strict=True):
+        for track, p, crop in zip(tracks, probs, at_reference, strict=True):
             state = self._states.get(track.id)
             if state is None:
                 state = self._states[track.id] = _TrackState(
                     Smoother(spec.threshold, window=self.config.window, margin=self.config.margin))
             state.smoother.update(float(p))
             state.raw, state.scored_frame, state.scored_box = float(p), frame.index, track.box.copy()
-            # the classifier's crop: at REFERENCE_SIZE for the bundled model, resized for others
             state.sharpness = crop_sharpness(crop)
         return {t.id for t in tracks}
 
