@@ -37,7 +37,9 @@ Stat = Callable[[pd.DataFrame], float]
 FFPP_FRAMES = ("ffpp_crops", "ffpp_c23")  # c23 material; c40 is reported on its own
 REAL_PHOTOS = ("aaf_real", "utk_real")
 MIN_GROUPS = 5  # below this many identity groups no interval is reported
-DEGRADATIONS = (("jpeg50", "JPEG 50"), ("blur1", "blur sigma 1"), ("down0.5", "downscale x0.5"))
+DEGRADATIONS = (("jpeg50", "JPEG 50"), ("blur1", "blur sigma 1"), ("down0.5", "downscale x0.5"),
+                ("h264_crf40", "H.264 CRF 40"))  # the last: `dfd evaluate --robustness`, no bar of its own
+BARRED_DEGRADATIONS = ("jpeg50", "blur1", "down0.5")  # issue 12's robustness bar (drop <= 0.05)
 
 
 def cluster_bootstrap(df: pd.DataFrame, stat: Stat, by: str, n: int = 1000, seed: int = 0
@@ -135,7 +137,8 @@ def measures(scores: pd.DataFrame, videos: pd.DataFrame) -> list[tuple[str, pd.D
     out.append(("ECE, all test frames", scores, _ece, "<= 0.05"))
     for name, label in DEGRADATIONS:
         if f"score_{name}" in scores and scores[f"score_{name}"].notna().all():
-            out.append((f"AUC drop under {label}, all test frames", scores, _drop(name), "<= 0.05"))
+            out.append((f"AUC drop under {label}, all test frames", scores, _drop(name),
+                        "<= 0.05" if name in BARRED_DEGRADATIONS else "reported"))
     for method in sorted(set(ffpp.loc[ffpp["label"] == 1, "method"])):
         out.append((f"FF++ {method} vs FF++ reals, frame AUC", ffpp, _method_vs_reals(method), "reported"))
     return out

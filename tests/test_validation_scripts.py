@@ -305,8 +305,15 @@ def test_validation_report_gives_intervals_only_over_enough_identity_groups(tmp_
     assert "[" in rows["FF++ c23 held-out identities, frame AUC"]  # 24 groups: an interval
     c40 = rows["FF++ c40 clips of held-out identities, frame AUC"]
     assert "no interval: fewer than 5 identity groups" in c40  # 2 groups in each of 2 folds
-    assert "AUC drop under JPEG 50" in report
+    assert "AUC drop under JPEG 50" in report and "H.264" not in report  # a sweep the runs did not have
     assert "| gan_faces held out, AUC | n/a (no such test data) |" in report  # no crash
+    coded = tmp_path / "e2"
+    _evaluation(coded, 12)
+    scores = pd.read_csv(coded / "scores.csv")
+    scores.assign(score_h264_crf40=scores["score"] * 0.5 + 0.2).to_csv(coded / "scores.csv", index=False)
+    row = next(line for line in load_script("validation_report").report([coded]).splitlines()
+               if line.startswith("| AUC drop under H.264 CRF 40"))
+    assert row.endswith("| reported |")  # measured (`dfd evaluate --robustness h264_crf40`), not a bar
 
 
 def test_validation_report_pools_folds_at_each_models_threshold(tmp_path: Path) -> None:
