@@ -51,6 +51,31 @@ def test_dataset_adds_the_jpeg_view_of_the_transformed_crop_only_when_asked(mani
     assert torch.equal(ranged[(1, 5)]["image_jpeg"], ranged[(1, 5)]["image_jpeg"])
 
 
+def test_h264_view_and_its_config(tmp_path: Path, manifest: Path) -> None:
+    """consistency.codec=h264: the second view is one H.264 frame of the transformed crop at a CRF drawn
+    from consistency.h264_crf (what setup hands the dataset), not a JPEG copy."""
+    from deepfake_detection.evaluate.robustness import h264
+
+    rows = load_manifests([manifest])
+    spec = ModelSpec(arch="custom_cnn", input_size=32)
+    tf = build_eval_transform(32)
+    dataset = CropDataset(rows, spec, tf, jpeg_pair=(40, 40), pair_codec="h264")
+    coded = dataset[(0, 3)]
+    crop = np.ascontiguousarray(tf(image=dataset._read(3))["image"])
+    np.testing.assert_allclose(coded["image_jpeg"].numpy(), to_batch([h264(crop, 40)], spec)[0], atol=1e-6)
+    assert not np.allclose(coded["image_jpeg"].numpy(), to_batch([jpeg(crop, 40)], spec)[0], atol=1e-3)
+    from deepfake_detection.models.registry import default_spec
+    from deepfake_detection.train.distributed import DistInfo
+    from deepfake_detection.train.setup import build_data
+
+    cfg = cfg_of(manifest, tmp_path, "consistency.codec=h264", "consistency.weight=0.5", "data.num_workers=0")
+    data = build_data(cfg, default_spec("custom_cnn", input_size=32), DistInfo(1, 0, 0, torch.device("cpu")))
+    assert (data.train_set.pair_codec, data.train_set.jpeg_pair) == ("h264", (30, 44))  # the CRF range
+    for bad in ("consistency.codec=h265", "consistency.h264_crf=[30,60]"):
+        with pytest.raises(ConfigError, match="consistency"):
+            cfg_of(manifest, tmp_path, bad)
+
+
 def test_consistency_loss_is_the_mean_bce_plus_the_weighted_squared_logit_gap() -> None:
     y = torch.tensor([0.0, 1.0, 1.0])
     clean = torch.tensor([-1.0, 2.0, 0.5])

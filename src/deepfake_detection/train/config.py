@@ -110,10 +110,21 @@ class ConsistencyConfig(_Strict):
     """JPEG consistency: every training crop also goes through the network as a JPEG copy (quality drawn
     from `jpeg_quality`, encoded on the final model-input crop, as compression reaches a served face);
     the loss is the mean BCE of both views plus `weight` x the mean squared difference of their logits,
-    so evidence that compression erases cannot decide a verdict alone. weight 0: off (one view)."""
+    so evidence that compression erases cannot decide a verdict alone. weight 0: off (one view).
+    `codec: h264`: the second view is one H.264 frame at a CRF drawn from `h264_crf` instead (a video
+    codec's loss, evaluate/robustness.py h264)."""
 
     weight: float = Field(default=0.0, ge=0.0)
+    codec: Literal["jpeg", "h264"] = "jpeg"
     jpeg_quality: tuple[int, int] = (30, 80)
+    h264_crf: tuple[int, int] = (30, 44)
+
+    @field_validator("h264_crf")
+    @classmethod
+    def _crf_range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= v[0] <= v[1] <= 51:
+            raise ValueError(f"need 0 <= low <= high <= 51, got {v}")
+        return v
 
     @field_validator("jpeg_quality")
     @classmethod

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from deepfake_detection.data.blend import BlendConfig, identity_blend, self_blen
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import CROP_PROTOCOL_COLUMNS
 from deepfake_detection.errors import DatasetError
-from deepfake_detection.evaluate.robustness import jpeg
+from deepfake_detection.evaluate.robustness import h264, jpeg
 from deepfake_detection.infer.preprocess import to_batch
 from deepfake_detection.models.spec import CropProtocol, ModelSpec
 from deepfake_detection.train.donors import DonorPicker
@@ -92,13 +92,15 @@ class CropDataset(Dataset[dict[str, Any]]):
     itself; with no such donor the blend is a self-blend.
     Both classes then go through the same `transform` and the spec's normalisation (as inference).
     `jpeg_pair` (a quality range): the sample also holds "image_jpeg", the transformed crop re-encoded as
-    JPEG at a quality drawn from it (the second view of training's JPEG consistency).
+    JPEG at a quality drawn from it (the second view of training's JPEG consistency); with
+    `pair_codec="h264"` the range is of H.264 CRFs and the view one H.264 frame instead.
     `match_sharpness`: first of all, the crop may be blurred to another class's sharpness."""
 
     def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
                  sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None,
                  jpeg_pair: tuple[int, int] | None = None, identity_p: float = 0.0,
-                 match_sharpness: SharpnessMatcher | None = None) -> None:
+                 match_sharpness: SharpnessMatcher | None = None,
+                 pair_codec: Literal["jpeg", "h264"] = "jpeg") -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -106,7 +108,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         lm68 = rows["landmarks68"] if "landmarks68" in rows else [None] * len(rows)
         self.landmarks68 = list(lm68)
         self.spec, self.transform, self.seed, self.blend = spec, transform, seed, blend
-        self.jpeg_pair, self.match_sharpness = jpeg_pair, match_sharpness
+        self.jpeg_pair, self.pair_codec, self.match_sharpness = jpeg_pair, pair_codec, match_sharpness
         # Per row; fakes are never blended. Validation gives a fixed half of its reals 1.0, the rest 0.
         per_row = np.broadcast_to(np.asarray(sbi_p, np.float64), len(rows))
         self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
@@ -163,7 +165,8 @@ class CropDataset(Dataset[dict[str, Any]]):
         sample = {"image": torch.from_numpy(x), "label": torch.tensor(label, dtype=torch.float32), "index": i}
         if self.jpeg_pair is not None:
             quality = int(rng.integers(self.jpeg_pair[0], self.jpeg_pair[1] + 1))
-            sample["image_jpeg"] = torch.from_numpy(to_batch([jpeg(image, quality)], self.spec)[0])
+            coded = h264(image, quality) if self.pair_codec == "h264" else jpeg(image, quality)
+            sample["image_jpeg"] = torch.from_numpy(to_batch([coded], self.spec)[0])
         return sample
 
 

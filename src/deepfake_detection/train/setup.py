@@ -105,7 +105,9 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     train_tf = build_train_transform(aug, size) if aug is not None else val_tf
     if cfg.data.mixed_sbi_ratio and not (cfg.data.balance_datasets and cfg.data.sbi):
         raise ConfigError("data.mixed_sbi_ratio needs data.balance_datasets and data.sbi")
-    jpeg_pair = cfg.consistency.jpeg_quality if cfg.consistency.weight > 0 else None
+    consistency = cfg.consistency
+    pair = (consistency.jpeg_quality if consistency.codec == "jpeg" else consistency.h264_crf) \
+        if consistency.weight > 0 else None
     if cfg.data.balance_sharpness_bins and not cfg.data.balance_datasets:
         raise ConfigError("data.balance_sharpness_bins needs data.balance_datasets")
     labels = train_rows["label"].to_numpy(np.int64)
@@ -117,7 +119,7 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     if cfg.data.match_sharpness_p and sharpness is not None:
         matcher = SharpnessMatcher.build(sharpness, datasets, labels, cfg.data.match_sharpness_p)
     train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
-                            seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=jpeg_pair,
+                            seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=pair, pair_codec=consistency.codec,
                             identity_p=cfg.data.identity_blend_ratio, match_sharpness=matcher)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
