@@ -63,6 +63,18 @@ def test_evaluate_picks_its_perturbations(prepared: Path, tiny_onnx_model: Path,
     assert "unknown perturbation(s) ['h265']" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
+def test_evaluate_takes_a_bundled_models_name(prepared: Path, tmp_path: Path) -> None:
+    """`dfd evaluate default ...`, as `--model default` elsewhere: the report names the bundled file
+    (the name once reached the report only to crash on it, after all the scoring)."""
+    from deepfake_detection.infer.bundled import default_model_path
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "default", str(prepared), "--out", str(out), "--bootstrap", "0",
+                 "--no-robustness", "--mode", "crops"]) == 0
+    model = json.loads((out / "metrics.json").read_text())["model"]
+    assert model["file"] == str(default_model_path()) and model["file_size_mb"] > 1
+
+
 def test_evaluate_refuses_single_class_split(prepared: Path, tiny_onnx_model: Path, tmp_path: Path) -> None:
     assert main(["evaluate", str(tiny_onnx_model), str(prepared), "--split", "nosuch", "--out",
                  str(tmp_path / "e")]) == 1

@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=_cmd_prepare)
 
     ev = sub.add_parser("evaluate", help="metrics, plots and a report for a model on a manifest or folder")
-    ev.add_argument("model", help="model file (.onnx or .safetensors)")
+    ev.add_argument("model", help="model file (.onnx or .safetensors) or a bundled model's name (default)")
     ev.add_argument("data", help="manifest.parquet from `dfd prepare`, or a folder with real/ and fake/")
     ev.add_argument("--split", default="test", help="manifest split to evaluate (train, val, test, all)")
     ev.add_argument("--out", required=True, help="report folder")

@@ -86,9 +86,11 @@ def evaluate_model(model: str | Path, data: str | Path, out: str | Path, *, spli
     from deepfake_detection.evaluate.pipeline import evaluate_predictions, make_plots
     from deepfake_detection.evaluate.report import write_report
     from deepfake_detection.evaluate.robustness import robustness_table
+    from deepfake_detection.infer.bundled import resolve_model
 
-    model_path, data_path, out_dir = Path(model), Path(data), Path(out)
-    predictor = Predictor.load(model_path, batch_size=64)
+    # A bundled model's name ("default") is a model too: its file is looked up before any scoring.
+    (model_path, _), data_path, out_dir = resolve_model(model), Path(data), Path(out)
+    predictor = Predictor.load(model, batch_size=64)
     if data_path.is_dir():
         df, root = _folder_frame(data_path, predictor, progress=progress), None
     else:
