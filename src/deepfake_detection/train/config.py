@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from deepfake_detection.data.augment import AugmentConfig
 from deepfake_detection.data.blend import BlendConfig
@@ -119,18 +127,12 @@ class ConsistencyConfig(_Strict):
     jpeg_quality: tuple[int, int] = (30, 80)
     h264_crf: tuple[int, int] = (30, 44)
 
-    @field_validator("h264_crf")
+    @field_validator("jpeg_quality", "h264_crf")
     @classmethod
-    def _crf_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 0 <= v[0] <= v[1] <= 51:
-            raise ValueError(f"need 0 <= low <= high <= 51, got {v}")
-        return v
-
-    @field_validator("jpeg_quality")
-    @classmethod
-    def _quality_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= v[0] <= v[1] <= 100:
-            raise ValueError(f"need 1 <= low <= high <= 100, got {v}")
+    def _range(cls, v: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        lo, hi = (1, 100) if info.field_name == "jpeg_quality" else (0, 51)  # JPEG quality, H.264 CRF
+        if not lo <= v[0] <= v[1] <= hi:
+            raise ValueError(f"need {lo} <= low <= high <= {hi}, got {v}")
         return v
 
 
