@@ -161,9 +161,10 @@ class LowResCodec(A.ImageOnlyTransform):
     (on fold-4 validation crops, JPEG 50 at half resolution cost v5 0.18 AUC, at full resolution 0.06).
     Measured on the product path it did not help (MODEL_HISTORY.md, ninth session): off by default.
 
-    H.264 (`h264_p`): one intra frame through libx264. FaceForensics++ c40 is H.264 at CRF 40, and JPEG
-    augmentation does not imitate its smearing: the c40 bar is where every recipe here fell shortest.
-    Both are the perturbations of `dfd evaluate`'s sweep (robustness.py)."""
+    H.264 (`h264_p`): one intra frame through libx264. FaceForensics++ c40 is H.264 at CRF 40, a bar
+    every recipe here misses, and JPEG augmentation does not imitate its smearing. Measured on the
+    product path it made a model less robust to the codec, not more (MODEL_HISTORY.md, thirty-seventh
+    session): off by default. Both are the perturbations of `dfd evaluate`'s sweep (robustness.py)."""
 
     def __init__(self, codec: Literal["jpeg", "h264"], scale_range: Range, quality_range: IntRange,
                  p: float = 0.5) -> None:
