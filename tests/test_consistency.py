@@ -27,6 +27,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_consistency_is_off_by_default_and_checks_its_quality_range(tmp_path: Path, manifest: Path) -> None:
     cfg = cfg_of(manifest, tmp_path)
     assert cfg.consistency.weight == 0.0 and cfg.consistency.jpeg_quality == (30, 80)
+    assert not cfg.consistency.detach_clean
     for bad in ("consistency.jpeg_quality=[80,30]", "consistency.jpeg_quality=[0,50]",
                 "consistency.weight=-1", "consistency.strength=1"):
         with pytest.raises(ConfigError, match="consistency"):
@@ -87,6 +88,22 @@ def test_consistency_loss_is_the_mean_bce_plus_the_weighted_squared_logit_gap() 
     torch.testing.assert_close(out, bce + 0.5 * (clean - compressed) ** 2)
 
 
+def test_detached_clean_view_gets_no_gradient_from_the_gap() -> None:
+    """detach_clean: the same loss value, but the gap's gradient reaches only the compressed logit."""
+    y = torch.tensor([0.0, 1.0])
+    grads = {}
+    for detach in (False, True):
+        logits = torch.tensor([-1.0, 2.0, 0.5, 0.0], requires_grad=True)
+        loss = consistency_losses(logits, y, weight=0.5, detach_clean=detach)
+        loss.sum().backward()
+        grads[detach] = logits.grad
+        torch.testing.assert_close(loss.detach(), consistency_losses(logits.detach(), y, weight=0.5))
+    clean_bce_grad = torch.sigmoid(torch.tensor([-1.0, 2.0])) - y  # d BCE / d logit, halved below
+    torch.testing.assert_close(grads[True][:2], clean_bce_grad / 2)  # the BCE alone
+    torch.testing.assert_close(grads[True][2:], grads[False][2:])  # the compressed view: unchanged
+    assert not torch.allclose(grads[False][:2], grads[True][:2])
+
+
 def _train_loss(run: Path) -> float:
     return float(next(csv.DictReader((run / "metrics.csv").open()))["train_loss"])
 
@@ -100,3 +117,14 @@ def test_training_with_consistency_optimises_the_paired_loss(tmp_path: Path, man
                       "consistency.jpeg_quality=[1,1]"))
     assert (on / "model.onnx").is_file()
     assert _train_loss(on) > _train_loss(off) + 0.01
+
+
+def test_trainer_hands_detach_clean_to_the_step(tmp_path: Path, manifest: Path) -> None:
+    from deepfake_detection.train.distributed import DistInfo
+    from deepfake_detection.train.trainer import Trainer
+
+    info = DistInfo(1, 0, 0, torch.device("cpu"))
+    for flag in (False, True):
+        cfg = cfg_of(manifest, tmp_path / str(flag), "consistency.weight=0.5", "data.num_workers=0",
+                     f"consistency.detach_clean={str(flag).lower()}")
+        assert Trainer(cfg, info).ctx.consistency_detach_clean is flag

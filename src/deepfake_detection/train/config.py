@@ -120,10 +120,13 @@ class ConsistencyConfig(_Strict):
     the loss is the mean BCE of both views plus `weight` x the mean squared difference of their logits,
     so evidence that compression erases cannot decide a verdict alone. weight 0: off (one view).
     `codec: h264`: the second view is one H.264 frame at a CRF drawn from `h264_crf` instead (a video
-    codec's loss, evaluate/robustness.py h264)."""
+    codec's loss, evaluate/robustness.py h264). `detach_clean`: the clean logit is the target (no
+    gradient through it in the gap term), so the gap moves the compressed view toward the clean verdict
+    and never pulls clean evidence toward what the codec leaves."""
 
     weight: float = Field(default=0.0, ge=0.0)
     codec: Literal["jpeg", "h264"] = "jpeg"
+    detach_clean: bool = False
     jpeg_quality: tuple[int, int] = (30, 80)
     h264_crf: tuple[int, int] = (30, 44)
 

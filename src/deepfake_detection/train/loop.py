@@ -29,6 +29,7 @@ class StepContext:
     freeze_backbone: bool = False
     progress: bool = True
     consistency_weight: float = 0.0  # JPEG consistency (ConsistencyConfig): batches hold image_jpeg
+    consistency_detach_clean: bool = False
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -55,12 +56,14 @@ def bce_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0)
 
 
 def consistency_losses(logits: torch.Tensor, labels: torch.Tensor, weight: float,
-                       smoothing: float = 0.0) -> torch.Tensor:
+                       smoothing: float = 0.0, detach_clean: bool = False) -> torch.Tensor:
     """Per-sample JPEG-consistency loss; `logits` holds the clean views, then their JPEG copies:
-    the mean BCE of the two views + weight x their squared logit difference."""
+    the mean BCE of the two views + weight x their squared logit difference (with `detach_clean`,
+    measured against a constant clean logit: only the compressed view is pulled)."""
     clean, compressed = logits.float().chunk(2)
     bce = (bce_loss(clean, labels, smoothing) + bce_loss(compressed, labels, smoothing)) / 2
-    return bce + weight * (clean - compressed) ** 2
+    target = clean.detach() if detach_clean else clean
+    return bce + weight * (target - compressed) ** 2
 
 
 def train_one_epoch(
@@ -87,7 +90,8 @@ def train_one_epoch(
             if ctx.consistency_weight > 0:  # one forward pass: BatchNorm sees both views together
                 with ctx.autocast():
                     logits = model(torch.cat([x, ctx.inputs(batch, "image_jpeg")])).squeeze(1)
-                losses = consistency_losses(logits, y, ctx.consistency_weight, ctx.label_smoothing)
+                losses = consistency_losses(logits, y, ctx.consistency_weight, ctx.label_smoothing,
+                                            ctx.consistency_detach_clean)
             else:
                 with ctx.autocast():
                     logits = model(x).squeeze(1)

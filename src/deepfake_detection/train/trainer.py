@@ -108,7 +108,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
         self.ctx = StepContext(info.device, amp, cfg.channels_last, cfg.optim.grad_accum, cfg.optim.grad_clip,
                                cfg.optim.label_smoothing, cfg.model.freeze_backbone,
-                               consistency_weight=cfg.consistency.weight)
+                               consistency_weight=cfg.consistency.weight,
+                               consistency_detach_clean=cfg.consistency.detach_clean)
         self.epoch, self.best_auc, self.best_epoch, self.bad_epochs = 0, -math.inf, 0, 0
         self.stopped, self.elapsed = False, 0.0
         self.history: list[dict[str, Any]] = []
