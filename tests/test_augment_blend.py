@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from deepfake_detection.cli import main
 from deepfake_detection.data.augment import AugmentConfig, build_eval_transform, build_train_transform
 from deepfake_detection.data.blend import (
+    CUTOUT_PARTS,
     FACE_PARTS,
     BlendConfig,
     _similarity,
+    cut_out_face_part,
     face_hull_points,
     face_part_points,
     identity_blend,
@@ -264,6 +266,23 @@ def test_part_blends_mask_one_face_part(face_crop: tuple[np.ndarray, np.ndarray]
         face_part_points(lm, "ears")
     with pytest.raises(ValueError, match="degenerate"):
         self_blend(crop, np.zeros((5, 2)), np.random.default_rng(0), cfg=parts)
+
+
+def test_part_cutout_blacks_out_one_face_part(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    seen = set()
+    for seed in range(24):
+        out = cut_out_face_part(crop, lm, np.random.default_rng(seed))
+        changed = np.any(out != crop, axis=2)
+        parts = [p for p in CUTOUT_PARTS if np.all(out[_part_mask(lm, p)] == 0)]
+        assert len(parts) == 1, parts  # exactly one part is black...
+        assert not changed[~_part_mask(lm, parts[0])].any()  # ...and nothing else moved
+        seen.add(parts[0])
+    assert seen == set(CUTOUT_PARTS) and "lower_face" not in seen
+    assert np.array_equal(cut_out_face_part(crop, lm, np.random.default_rng(5)),
+                          cut_out_face_part(crop, lm, np.random.default_rng(5)))  # rng decides
+    with pytest.raises(ValueError, match="degenerate"):
+        cut_out_face_part(crop, np.zeros((5, 2)), np.random.default_rng(0))
 
 
 def _part_mask(lm: np.ndarray, part: str) -> np.ndarray:

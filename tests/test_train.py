@@ -126,7 +126,8 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     from deepfake_detection.train.setup import build_data
 
     blended = cfg_of(manifest, tmp_path, "data.blend.mask_blur=[0.1, 0.2]", "data.blend.rgb_shift_p=0",
-                     "data.num_workers=0", "data.identity_blend_ratio=0.5", "data.blend.part_p=0.5")
+                     "data.num_workers=0", "data.identity_blend_ratio=0.5", "data.blend.part_p=0.5",
+                     "data.part_cutout_p=0.5")
     assert blended.data.blend.mask_blur == (0.1, 0.2) and blended.data.blend.rgb_shift_p == 0.0
     one_cpu = DistInfo(1, 0, 0, torch.device("cpu"))
     data = build_data(blended, default_spec("custom_cnn", input_size=32), one_cpu)
@@ -136,6 +137,7 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     # between runs.
     assert data.train_set.identity_p == 0.5 and data.train_set.donors is not None
     assert data.val_set.identity_p == 0.0 and data.val_set.donors is None
+    assert data.train_set.part_cutout_p == 0.5 and data.val_set.part_cutout_p == 0.0
     resize = data.val_set.transform.transforms[0]  # validation shrinks as training's final resize does
     assert resize.area_for_downscale == "image"
     linear = cfg_of(manifest, tmp_path, "data.augment.resize_filter=linear", "data.num_workers=0")
@@ -195,6 +197,20 @@ def test_sbi_turns_reals_into_label_one_deterministically(manifest: Path) -> Non
     assert broken[(0, 0)]["label"] == 0 and broken.sbi_failures == 1
     per_row = _dataset(manifest, sbi_p=np.tile([1.0, 0.0], len(plain))[:len(plain)])
     assert [int(per_row[(0, i)]["label"]) for i in range(4)] == [1, 0, 1, 0]
+
+
+def test_part_cutout_blacks_out_a_part_of_either_class_only_when_asked(manifest: Path) -> None:
+    plain = _dataset(manifest, sbi_p=1.0, seed=3)
+    cut = _dataset(manifest, sbi_p=1.0, seed=3, part_cutout_p=1.0)
+    off = _dataset(manifest, sbi_p=1.0, seed=3, part_cutout_p=0.0)
+    for i in range(3):
+        a, b = cut[(0, i)], plain[(0, i)]
+        assert a["label"] == b["label"] == 1  # the blend is kept, then a part is cut out of it
+        assert not torch.equal(a["image"], b["image"])
+        assert torch.equal(off[(0, i)]["image"], b["image"])  # p = 0 keeps the exact sample stream
+    no_landmarks = _dataset(manifest, part_cutout_p=1.0)
+    no_landmarks.landmarks = [None] * len(no_landmarks)
+    assert torch.equal(no_landmarks[(0, 0)]["image"], _dataset(manifest)[(0, 0)]["image"])
 
 
 def test_donor_picker_takes_another_person_of_the_same_dataset_with_the_nearest_pose() -> None:

@@ -72,6 +72,9 @@ class DataConfig(_Strict):
     # to the sharpness of a random crop of the other class (train/sharpness.py, SharpnessMatcher): at 1
     # both classes share one sharpness distribution, so blur stands for no label. 0: off.
     match_sharpness_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Per training draw, the chance that one face part (eyes, nose or mouth) is painted black on the
+    # crop, either class, after any blend (data/blend.py `cut_out_face_part`). 0: off.
+    part_cutout_p: float = Field(default=0.0, ge=0.0, le=1.0)
     pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
     num_workers: int = Field(default=2, ge=0)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deepfake_detection.data.blend import BlendConfig, identity_blend, self_blend
+from deepfake_detection.data.blend import BlendConfig, cut_out_face_part, identity_blend, self_blend
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import CROP_PROTOCOL_COLUMNS
 from deepfake_detection.errors import DatasetError
@@ -94,13 +94,14 @@ class CropDataset(Dataset[dict[str, Any]]):
     `jpeg_pair` (a quality range): the sample also holds "image_jpeg", the transformed crop re-encoded as
     JPEG at a quality drawn from it (the second view of training's JPEG consistency); with
     `pair_codec="h264"` the range is of H.264 CRFs and the view one H.264 frame instead.
-    `match_sharpness`: first of all, the crop may be blurred to another class's sharpness."""
+    `match_sharpness`: first of all, the crop may be blurred to another class's sharpness.
+    `part_cutout_p`: after any blend, the chance that one face part is painted black (either class)."""
 
     def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
                  sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None,
                  jpeg_pair: tuple[int, int] | None = None, identity_p: float = 0.0,
                  match_sharpness: SharpnessMatcher | None = None,
-                 pair_codec: Literal["jpeg", "h264"] = "jpeg") -> None:
+                 pair_codec: Literal["jpeg", "h264"] = "jpeg", part_cutout_p: float = 0.0) -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -113,7 +114,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         per_row = np.broadcast_to(np.asarray(sbi_p, np.float64), len(rows))
         self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
         self.sbi_failures = 0  # per process; for the log, not for correctness
-        self.identity_p = identity_p
+        self.identity_p, self.part_cutout_p = identity_p, part_cutout_p
         self.donors = None
         if identity_p > 0:
             datasets = rows["dataset"] if "dataset" in rows else [""] * len(rows)
@@ -138,6 +139,16 @@ class CropDataset(Dataset[dict[str, Any]]):
         return identity_blend(image, lm, self._read(donor), self.landmarks[donor], rng,
                               landmarks68=self.landmarks68[i], cfg=self.blend)[0]
 
+    def _cut_out(self, i: int, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        lm = self.landmarks[i]
+        if lm is None:
+            return image
+        try:
+            return cut_out_face_part(image, lm, rng)
+        except ValueError as exc:  # degenerate landmarks: the crop stays whole
+            log.debug("part cutout skipped for %s: %s", self.paths[i], exc)
+            return image
+
     def __getitem__(self, key: Key | int) -> dict[str, Any]:
         epoch, i = key if isinstance(key, tuple) else (0, key)
         rng = sample_seed(self.seed, epoch, i)
@@ -157,6 +168,8 @@ class CropDataset(Dataset[dict[str, Any]]):
             except ValueError as exc:  # degenerate landmarks: keep the real crop, as a real
                 self.sbi_failures += 1
                 log.debug("SBI skipped for %s: %s", self.paths[i], exc)
+        if self.part_cutout_p and rng.random() < self.part_cutout_p:  # off: no draw, as above
+            image = self._cut_out(i, image, rng)
         set_seed = getattr(self.transform, "set_random_seed", None)
         if set_seed is not None:
             set_seed(tf_seed)

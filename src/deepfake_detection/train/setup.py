@@ -120,7 +120,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
         matcher = SharpnessMatcher.build(sharpness, datasets, labels, cfg.data.match_sharpness_p)
     train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
                             seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=pair, pair_codec=consistency.codec,
-                            identity_p=cfg.data.identity_blend_ratio, match_sharpness=matcher)
+                            identity_p=cfg.data.identity_blend_ratio, match_sharpness=matcher,
+                            part_cutout_p=cfg.data.part_cutout_p)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
         reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
