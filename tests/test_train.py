@@ -208,6 +208,9 @@ def test_part_cutout_blacks_out_a_part_of_either_class_only_when_asked(manifest:
         assert a["label"] == b["label"] == 1  # the blend is kept, then a part is cut out of it
         assert not torch.equal(a["image"], b["image"])
         assert torch.equal(off[(0, i)]["image"], b["image"])  # p = 0 keeps the exact sample stream
+    real, cut_real = _dataset(manifest)[(0, 0)], _dataset(manifest, part_cutout_p=1.0)[(0, 0)]
+    assert real["label"] == cut_real["label"] == 0  # an unblended real is cut out too, and stays real
+    assert not torch.equal(real["image"], cut_real["image"])
     no_landmarks = _dataset(manifest, part_cutout_p=1.0)
     no_landmarks.landmarks = [None] * len(no_landmarks)
     assert torch.equal(no_landmarks[(0, 0)]["image"], _dataset(manifest)[(0, 0)]["image"])
