@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from deepfake_detection.data.augment import AugmentConfig
@@ -107,6 +108,15 @@ class OptimConfig(_Strict):
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)  # targets become s/2 and 1 - s/2
     grad_accum: int = Field(default=1, ge=1)
     grad_clip: float | None = Field(default=None, gt=0.0)  # max global L2 norm; null: no clipping
+    # Sharpness-aware minimisation (Foret et al. 2021; SBI trains with it, rho 0.05): each step takes its
+    # gradient at the weights moved rho along the normalised first gradient (two passes a step). 0: off.
+    sam_rho: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sam_needs_whole_steps(self) -> OptimConfig:
+        if self.sam_rho > 0 and self.grad_accum > 1:  # the perturbation needs the step's whole gradient
+            raise ValueError("optim.sam_rho needs optim.grad_accum 1")
+        return self
 
 
 class ScheduleConfig(_Strict):

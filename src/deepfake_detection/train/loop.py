@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ class StepContext:
     progress: bool = True
     consistency_weight: float = 0.0  # JPEG consistency (ConsistencyConfig): batches hold image_jpeg
     consistency_detach_clean: bool = False
+    sam_rho: float = 0.0  # sharpness-aware minimisation (OptimConfig.sam_rho); 0: one pass per step
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -66,6 +67,63 @@ def consistency_losses(logits: torch.Tensor, labels: torch.Tensor, weight: float
     return bce + weight * (target - compressed) ** 2
 
 
+def batch_losses(model: nn.Module, batch: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
+                 ctx: StepContext) -> torch.Tensor:
+    """Per-sample training losses of one micro-batch (with its JPEG copies under consistency)."""
+    if ctx.consistency_weight > 0:  # one forward pass: BatchNorm sees both views together
+        with ctx.autocast():
+            logits = model(torch.cat([x, ctx.inputs(batch, "image_jpeg")])).squeeze(1)
+        return consistency_losses(logits, y, ctx.consistency_weight, ctx.label_smoothing,
+                                  ctx.consistency_detach_clean)
+    with ctx.autocast():
+        logits = model(x).squeeze(1)
+    return bce_loss(logits, y, ctx.label_smoothing)
+
+
+@torch.no_grad()
+def sam_ascend(params: list[nn.Parameter], rho: float) -> list[torch.Tensor | None]:
+    """SAM's first half: move each weight by rho x gradient / (global gradient L2 norm); returns the
+    moves, for `sam_return`."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return [None] * len(params)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    scale = rho / (norm + 1e-12)
+    moves: list[torch.Tensor | None] = []
+    for p in params:
+        move = None if p.grad is None else (p.grad * scale).to(p.dtype)
+        if move is not None:
+            p.add_(move)
+        moves.append(move)
+    return moves
+
+
+@torch.no_grad()
+def sam_return(params: list[nn.Parameter], moves: list[torch.Tensor | None]) -> None:
+    """Undo `sam_ascend`; the gradients now held (taken at the moved weights) stay for the step."""
+    for p, move in zip(params, moves, strict=True):
+        if move is not None:
+            p.sub_(move)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with the batch's statistics but keep their running ones: SAM's second
+    pass runs at perturbed weights and must not count the batch twice."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) x running + 0 x batch
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)  # type: ignore[union-attr]
+
+
 def train_one_epoch(
     model: nn.Module, core: nn.Module, loader: Iterable[dict[str, Any]], optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, ctx: StepContext,
@@ -87,19 +145,17 @@ def train_one_epoch(
         sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not step_now else (
             contextlib.nullcontext())
         with sync:
-            if ctx.consistency_weight > 0:  # one forward pass: BatchNorm sees both views together
-                with ctx.autocast():
-                    logits = model(torch.cat([x, ctx.inputs(batch, "image_jpeg")])).squeeze(1)
-                losses = consistency_losses(logits, y, ctx.consistency_weight, ctx.label_smoothing,
-                                            ctx.consistency_detach_clean)
-            else:
-                with ctx.autocast():
-                    logits = model(x).squeeze(1)
-                losses = bce_loss(logits, y, ctx.label_smoothing)
+            losses = batch_losses(model, batch, x, y, ctx)
             scaler.scale(losses.mean() / ctx.grad_accum).backward()
         total += losses.detach().sum()
         count += len(y)
         if step_now:
+            if ctx.sam_rho > 0:  # grad_accum is 1 and the scaler off (checked): the gradient is whole
+                moves = sam_ascend(params, ctx.sam_rho)
+                optimizer.zero_grad(set_to_none=True)
+                with frozen_batchnorm_stats(core):
+                    batch_losses(model, batch, x, y, ctx).mean().backward()
+                sam_return(params, moves)
             if ctx.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, ctx.grad_clip)
