@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
-.venv/bin/ruff check src tests scripts benchmarks
+.venv/bin/ruff check src tests scripts benchmarks notebooks
 .venv/bin/mypy
 # The browser and container tests fail, never skip, when chromium or podman is missing here.
 DFD_REQUIRE_BROWSER=1 DFD_REQUIRE_CONTAINER=1 .venv/bin/python -m pytest -q "$@"
