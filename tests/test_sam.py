@@ -39,12 +39,15 @@ def _batches(n: int = 3) -> list[dict[str, torch.Tensor]]:
             for _ in range(n)]
 
 
-def test_sam_is_off_by_default_and_needs_whole_steps(tmp_path: Path, manifest: Path) -> None:
+def test_sam_is_off_by_default_and_refuses_split_steps_and_fp16(tmp_path: Path, manifest: Path) -> None:
     assert cfg_of(manifest, tmp_path).optim.sam_rho == 0.0
     with pytest.raises(ConfigError, match="sam_rho needs optim.grad_accum 1"):
         cfg_of(manifest, tmp_path, "optim.sam_rho=0.05", "optim.grad_accum=2")
     with pytest.raises(ConfigError, match="sam_rho"):
         cfg_of(manifest, tmp_path, "optim.sam_rho=-0.1")
+    with pytest.raises(ConfigError, match="sam_rho needs amp bf16 or none"):  # on CPU too (amp ignored)
+        cfg_of(manifest, tmp_path, "optim.sam_rho=0.05", "amp=fp16")
+    assert cfg_of(manifest, tmp_path, "optim.sam_rho=0.05", "amp=bf16").amp == "bf16"
 
 
 def test_ascend_moves_rho_along_the_normalised_gradient_and_return_undoes_it() -> None:

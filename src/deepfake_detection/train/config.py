@@ -182,6 +182,14 @@ class TrainConfig(_Strict):
     select_metric: Literal["auc", "within_source_auc"] = "auc"
     tensorboard: bool = True  # used when torch.utils.tensorboard imports; silent otherwise
 
+    @model_validator(mode="after")
+    def _sam_without_fp16(self) -> TrainConfig:
+        # GradScaler unscales once per step and SAM takes two gradients; refused here, not on the GPU
+        # only, so the config fails the same way on every machine and before any data is built.
+        if self.optim.sam_rho > 0 and self.amp == "fp16":
+            raise ValueError("optim.sam_rho needs amp bf16 or none, not fp16")
+        return self
+
 
 def _describe(exc: ValidationError) -> str:
     lines = []

@@ -105,8 +105,6 @@ class Trainer:
         self.steps_per_epoch = len(self.data.train_sampler) // cfg.optim.grad_accum
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.steps_per_epoch, cfg.epochs)
         amp = _amp_dtype(cfg, info.device)
-        if cfg.optim.sam_rho > 0 and amp == torch.float16:  # GradScaler unscales once per step, SAM needs two
-            raise ConfigError("optim.sam_rho: use amp bf16 or none, not fp16")
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
         self.ctx = StepContext(info.device, amp, cfg.channels_last, cfg.optim.grad_accum, cfg.optim.grad_clip,
                                cfg.optim.label_smoothing, cfg.model.freeze_backbone,
