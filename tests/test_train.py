@@ -282,6 +282,26 @@ def test_paired_order_keeps_group_pairs_in_a_batch() -> None:
         assert any({0, 1} <= {labels[i] for i in b if groups[i] == g} for b in batches)
 
 
+def test_pairing_keeps_the_dataset_balance_and_pairs_each_group() -> None:
+    """pair_sources with balance_datasets: the balanced draws (repeats included) are only re-arranged,
+    and each micro-batch holding a group's fake holds a real of that group whenever one is left."""
+    labels = np.array([0, 0, 1, 1, 1, 1, 0, 1, 1, 1] + [0] * 6)
+    groups = ["a"] * 6 + ["b"] * 4 + ["p"] * 6
+    datasets = ["ffpp"] * 10 + ["photos"] * 6
+    plain = OrderSpec(labels, groups, seed=3, datasets=datasets)
+    paired = OrderSpec(labels, groups, seed=3, datasets=datasets, pair_sources=True)
+    order = paired.order(epoch=1, micro_batch=4)
+    assert sorted(order.tolist()) == sorted(plain.order(epoch=1, micro_batch=4).tolist())
+    assert len(order) == paired.length() == 20  # ffpp: 7 fakes, 7 real draws (reals repeated); photos once
+    g, lab = np.asarray(groups)[order], labels[order]
+    for group in "ab":  # every possible (real, fake) pair of the group sits in one micro-batch
+        mine = g == group
+        together = sum(min(((mine & (lab == 0))[s : s + 4]).sum(), ((mine & (lab == 1))[s : s + 4]).sum())
+                       for s in range(0, len(order), 4))
+        assert together == min((mine & (lab == 0)).sum(), (mine & (lab == 1)).sum()) > 0
+    assert not np.array_equal(order, paired.order(epoch=2, micro_batch=4))
+
+
 # ---- the loop --------------------------------------------------------------------------------------
 
 def _state(run: Path) -> dict:
@@ -552,8 +572,9 @@ def test_sharpness_matching_gives_both_classes_one_blur(tmp_path: Path, manifest
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
 
 
-def test_balance_datasets_trains(tmp_path: Path, manifest: Path) -> None:
-    out = train(cfg_of(manifest, tmp_path / "run", "data.balance_datasets=true", "data.sbi=true", "epochs=1"))
+def test_balance_datasets_trains_with_paired_sources(tmp_path: Path, manifest: Path) -> None:
+    out = train(cfg_of(manifest, tmp_path / "run", "data.balance_datasets=true", "data.sbi=true",
+                       "data.pair_sources=true", "epochs=1"))
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
     with pytest.raises(ConfigError, match="choose one"):
         train(cfg_of(manifest, tmp_path / "r2", "data.balance_datasets=true", "data.class_balance=true"))

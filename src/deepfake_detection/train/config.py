@@ -76,7 +76,8 @@ class DataConfig(_Strict):
     # Per training draw, the chance that one face part (eyes, nose or mouth) is painted black on the
     # crop, either class, after any blend (data/blend.py `cut_out_face_part`). 0: off.
     part_cutout_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    pair_sources: bool = False  # real and fake crops of the same `group` in the same batch (GenD)
+    # real and fake draws of one `group` share a micro-batch (GenD); keeps either balance's draws
+    pair_sources: bool = False
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
     num_workers: int = Field(default=2, ge=0)
     max_train_samples: int | None = Field(default=None, ge=1)  # caps for quick runs

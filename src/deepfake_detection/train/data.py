@@ -210,14 +210,15 @@ def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(order)
 
 
-def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, seed: int,
-                 epoch: int) -> np.ndarray:
-    """All indices, arranged in micro-batches of `micro_batch` where each (real, fake) pair of the
-    same group sits in the same micro-batch (GenD); unpaired crops fill the gaps."""
-    rng = _rng(seed, epoch, 3)
+def pair_in_batches(order: np.ndarray, labels: np.ndarray, groups: Sequence[str], micro_batch: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """`order`'s draws (repeats kept, so any balance it holds is kept) arranged in micro-batches of
+    `micro_batch` where each (real, fake) draw pair of the same group sits in the same micro-batch
+    (GenD: the batch's gradient then contrasts the manipulation, not the scene); unpaired draws fill
+    the gaps."""
     by_group: dict[str, tuple[list[int], list[int]]] = {}
-    for i, (lab, g) in enumerate(zip(labels, groups, strict=True)):
-        by_group.setdefault(g, ([], []))[int(lab)].append(i)
+    for i in order:
+        by_group.setdefault(groups[i], ([], []))[int(labels[i])].append(int(i))
     pairs: list[tuple[int, int]] = []
     singles: list[int] = []
     for g in sorted(by_group):
@@ -245,6 +246,12 @@ def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, se
     if cur:
         batches.append(cur)
     return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
+
+
+def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, seed: int,
+                 epoch: int) -> np.ndarray:
+    """All indices once, in micro-batches that keep same-group (real, fake) pairs together."""
+    return pair_in_batches(np.arange(len(labels)), labels, groups, micro_batch, _rng(seed, epoch, 3))
 
 
 DatasetDraws = tuple[np.ndarray, np.ndarray, int, int]  # reals, fakes, real draws, fake draws
@@ -286,7 +293,7 @@ class OrderSpec:
     groups: Sequence[str]
     seed: int
     class_balance: bool = False
-    pair_sources: bool = False
+    pair_sources: bool = False  # composes with either balance: same-group real and fake draws share a batch
     datasets: Sequence[str] | None = None  # given: every dataset half real, half fake (balance_datasets)
     mixed_sbi: float = 0.0  # with datasets: share of the real draws of datasets with fakes that are blended
 
@@ -299,12 +306,16 @@ class OrderSpec:
 
     def order(self, epoch: int, micro_batch: int) -> np.ndarray:
         if self.datasets is not None:
-            return dataset_balanced_order(self.labels, self.datasets, self.seed, epoch, self.mixed_sbi)
-        if self.pair_sources:
+            order = dataset_balanced_order(self.labels, self.datasets, self.seed, epoch, self.mixed_sbi)
+        elif self.class_balance:
+            order = balanced_order(self.labels, self.seed, epoch)
+        elif self.pair_sources:
             return paired_order(self.labels, self.groups, micro_batch, self.seed, epoch)
-        if self.class_balance:
-            return balanced_order(self.labels, self.seed, epoch)
-        return plain_order(len(self.labels), self.seed, epoch)
+        else:
+            return plain_order(len(self.labels), self.seed, epoch)
+        if self.pair_sources:  # the balanced draws, re-arranged: the balance is kept
+            return pair_in_batches(order, self.labels, self.groups, micro_batch, _rng(self.seed, epoch, 5))
+        return order
 
 
 class ShardedBatchSampler(Sampler[list[Key]]):

@@ -132,8 +132,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
                           sbi_p=0.0 if val_sbi is None else val_sbi.astype(np.float64), seed=cfg.seed + 1,
                           # whole-face blends only, so validation stays comparable between recipes
                           blend=cfg.data.blend.model_copy(update={"part_p": 0.0}))
-    if sum((cfg.data.class_balance, cfg.data.pair_sources, cfg.data.balance_datasets)) > 1:
-        raise ConfigError("data.class_balance, data.pair_sources and data.balance_datasets: choose one")
+    if cfg.data.class_balance and cfg.data.balance_datasets:  # pair_sources composes with either
+        raise ConfigError("data.class_balance and data.balance_datasets: choose one")
     units: list[str] | None = None
     if cfg.data.balance_datasets:
         units = datasets
