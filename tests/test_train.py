@@ -27,7 +27,6 @@ from deepfake_detection.train.data import (
     ShardedBatchSampler,
     balanced_order,
     load_manifests,
-    paired_order,
 )
 from deepfake_detection.train.donors import DonorPicker
 
@@ -275,7 +274,7 @@ def test_sharded_batches_union_equals_single_process_order() -> None:
 def test_paired_order_keeps_group_pairs_in_a_batch() -> None:
     labels = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1])
     groups = ["a", "a", "a", "a", "b", "b", "c", "c", "c", "d", "d", "d"]
-    order = paired_order(labels, groups, micro_batch=4, seed=0, epoch=0)
+    order = OrderSpec(labels, groups, seed=0, pair_sources=True).order(epoch=0, micro_batch=4)
     assert sorted(order) == list(range(12))
     batches = [order[i : i + 4] for i in range(0, 12, 4)]
     for g in "abcd":  # each group has reals and fakes: at least one batch holds both from it
@@ -284,7 +283,7 @@ def test_paired_order_keeps_group_pairs_in_a_batch() -> None:
 
 def test_pairing_keeps_the_dataset_balance_and_pairs_each_group() -> None:
     """pair_sources with balance_datasets: the balanced draws (repeats included) are only re-arranged,
-    and each micro-batch holding a group's fake holds a real of that group whenever one is left."""
+    and as many (real, fake) draw pairs of a group share a micro-batch as the group's draws allow."""
     labels = np.array([0, 0, 1, 1, 1, 1, 0, 1, 1, 1] + [0] * 6)
     groups = ["a"] * 6 + ["b"] * 4 + ["p"] * 6
     datasets = ["ffpp"] * 10 + ["photos"] * 6

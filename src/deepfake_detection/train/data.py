@@ -248,12 +248,6 @@ def pair_in_batches(order: np.ndarray, labels: np.ndarray, groups: Sequence[str]
     return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
 
 
-def paired_order(labels: np.ndarray, groups: Sequence[str], micro_batch: int, seed: int,
-                 epoch: int) -> np.ndarray:
-    """All indices once, in micro-batches that keep same-group (real, fake) pairs together."""
-    return pair_in_batches(np.arange(len(labels)), labels, groups, micro_batch, _rng(seed, epoch, 3))
-
-
 DatasetDraws = tuple[np.ndarray, np.ndarray, int, int]  # reals, fakes, real draws, fake draws
 
 
@@ -309,12 +303,10 @@ class OrderSpec:
             order = dataset_balanced_order(self.labels, self.datasets, self.seed, epoch, self.mixed_sbi)
         elif self.class_balance:
             order = balanced_order(self.labels, self.seed, epoch)
-        elif self.pair_sources:
-            return paired_order(self.labels, self.groups, micro_batch, self.seed, epoch)
         else:
-            return plain_order(len(self.labels), self.seed, epoch)
-        if self.pair_sources:  # the balanced draws, re-arranged: the balance is kept
-            return pair_in_batches(order, self.labels, self.groups, micro_batch, _rng(self.seed, epoch, 5))
+            order = plain_order(len(self.labels), self.seed, epoch)
+        if self.pair_sources:  # the same draws, re-arranged: any balance is kept
+            return pair_in_batches(order, self.labels, self.groups, micro_batch, _rng(self.seed, epoch, 3))
         return order
 
 
