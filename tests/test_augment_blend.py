@@ -285,6 +285,20 @@ def test_part_cutout_blacks_out_one_face_part(face_crop: tuple[np.ndarray, np.nd
         cut_out_face_part(crop, np.zeros((5, 2)), np.random.default_rng(0))
 
 
+def test_part_cutout_draws_only_the_parts_asked(face_crop: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, lm = face_crop
+    mouth = _part_mask(lm, "mouth") & ~_part_mask(lm, "nose")
+    seen = set()
+    for seed in range(16):
+        out = cut_out_face_part(crop, lm, np.random.default_rng(seed), parts=("eyes", "nose"))
+        assert np.array_equal(out[mouth], crop[mouth])  # the mouth is never cut out
+        seen |= {p for p in ("eyes", "nose") if np.all(out[_part_mask(lm, p)] == 0)}
+    assert seen == {"eyes", "nose"}
+    for bad in ((), ("chin",)):
+        with pytest.raises(ValueError, match="face part"):
+            cut_out_face_part(crop, lm, np.random.default_rng(0), parts=bad)
+
+
 def _part_mask(lm: np.ndarray, part: str) -> np.ndarray:
     from deepfake_detection.data.blend import _hull_mask
     return _hull_mask(face_part_points(lm, part), 256, 256) > 0

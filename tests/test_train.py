@@ -126,7 +126,7 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
 
     blended = cfg_of(manifest, tmp_path, "data.blend.mask_blur=[0.1, 0.2]", "data.blend.rgb_shift_p=0",
                      "data.num_workers=0", "data.identity_blend_ratio=0.5", "data.blend.part_p=0.5",
-                     "data.part_cutout_p=0.5")
+                     "data.part_cutout_p=0.5", "data.part_cutout_parts=[eyes, nose]")
     assert blended.data.blend.mask_blur == (0.1, 0.2) and blended.data.blend.rgb_shift_p == 0.0
     one_cpu = DistInfo(1, 0, 0, torch.device("cpu"))
     data = build_data(blended, default_spec("custom_cnn", input_size=32), one_cpu)
@@ -137,6 +137,9 @@ def test_set_overrides_are_typed(tmp_path: Path, manifest: Path) -> None:
     assert data.train_set.identity_p == 0.5 and data.train_set.donors is not None
     assert data.val_set.identity_p == 0.0 and data.val_set.donors is None
     assert data.train_set.part_cutout_p == 0.5 and data.val_set.part_cutout_p == 0.0
+    assert data.train_set.part_cutout_parts == ("eyes", "nose")
+    with pytest.raises(ValueError, match="part_cutout_parts"):
+        cfg_of(manifest, tmp_path, "data.part_cutout_parts=[chin]")
     resize = data.val_set.transform.transforms[0]  # validation shrinks as training's final resize does
     assert resize.area_for_downscale == "image"
     linear = cfg_of(manifest, tmp_path, "data.augment.resize_filter=linear", "data.num_workers=0")
@@ -210,6 +213,9 @@ def test_part_cutout_blacks_out_a_part_of_either_class_only_when_asked(manifest:
     real, cut_real = _dataset(manifest)[(0, 0)], _dataset(manifest, part_cutout_p=1.0)[(0, 0)]
     assert real["label"] == cut_real["label"] == 0  # an unblended real is cut out too, and stays real
     assert not torch.equal(real["image"], cut_real["image"])
+    eyes = _dataset(manifest, part_cutout_p=1.0, part_cutout_parts=("eyes",))[(0, 0)]["image"]
+    nose = _dataset(manifest, part_cutout_p=1.0, part_cutout_parts=("nose",))[(0, 0)]["image"]
+    assert not torch.equal(eyes, nose)  # the parts asked reach the dataset
     no_landmarks = _dataset(manifest, part_cutout_p=1.0)
     no_landmarks.landmarks = [None] * len(no_landmarks)
     assert torch.equal(no_landmarks[(0, 0)]["image"], _dataset(manifest)[(0, 0)]["image"])
@@ -300,6 +306,22 @@ def test_pairing_keeps_the_dataset_balance_and_pairs_each_group() -> None:
         assert together == min((mine & (lab == 0)).sum(), (mine & (lab == 1)).sum()) > 0
     assert not np.array_equal(order, paired.order(epoch=2, micro_batch=4))
 
+
+
+def test_pairing_spreads_unpaired_draws_over_the_batches() -> None:
+    """Unpaired draws (photos, GAN faces) are mixed into the paired batches, not gathered in batches
+    of their own, where BatchNorm would see one source a batch."""
+    labels = np.array([0, 1] * 40 + [0] * 40)
+    groups = [f"v{i // 2}" for i in range(80)] + [f"p{i}" for i in range(40)]
+    datasets = ["ffpp"] * 80 + ["photos"] * 40
+    spec = OrderSpec(labels, groups, seed=1, datasets=datasets, pair_sources=True)
+    for epoch in range(3):
+        order = spec.order(epoch=epoch, micro_batch=8)
+        photos = np.asarray(datasets)[order] == "photos"
+        per_batch = photos.reshape(-1, 8).sum(axis=1)  # 15 batches, 40 photos: about 2.7 a batch
+        assert per_batch.max() <= 6 and (per_batch > 0).sum() >= 10
+        g, lab = np.asarray(groups)[order].reshape(-1, 8), labels[order].reshape(-1, 8)
+        assert all(set(lab[b][g[b] == v]) == {0, 1} for b in range(15) for v in set(g[b]) if v[0] == "v")
 
 # ---- the loop --------------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ All randomness comes from the `rng` argument: the same seed gives the same outpu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -157,11 +158,14 @@ def face_part_points(landmarks: np.ndarray, part: str) -> np.ndarray:
 CUTOUT_PARTS = ("eyes", "nose", "mouth")  # not the lower face: it would hide all of a reenactment
 
 
-def cut_out_face_part(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A copy of `image` with one face part of `CUTOUT_PARTS` (drawn uniformly) filled with black.
-    Raises ValueError for a malformed image or degenerate landmarks."""
+def cut_out_face_part(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+                      parts: Sequence[str] = CUTOUT_PARTS) -> np.ndarray:
+    """A copy of `image` with one face part of `parts` (drawn uniformly) filled with black.
+    Raises ValueError for a malformed image, degenerate landmarks or an unknown part."""
     _check_image(image, "image")
-    part = CUTOUT_PARTS[int(rng.integers(len(CUTOUT_PARTS)))]
+    if not parts:
+        raise ValueError("part cutout needs at least one face part")
+    part = parts[int(rng.integers(len(parts)))]
     inside = _hull_mask(face_part_points(landmarks, part), *image.shape[:2]) > 0
     out = image.copy()
     out[inside] = 0

@@ -76,6 +76,10 @@ class DataConfig(_Strict):
     # Per training draw, the chance that one face part (eyes, nose or mouth) is painted black on the
     # crop, either class, after any blend (data/blend.py `cut_out_face_part`). 0: off.
     part_cutout_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    # The parts cutout draws from (uniformly); without the mouth, reenactment fakes (which change
+    # mostly the mouth) keep their evidence.
+    part_cutout_parts: tuple[Literal["eyes", "nose", "mouth"], ...] = Field(
+        default=("eyes", "nose", "mouth"), min_length=1)
     # real and fake draws of one `group` share a micro-batch (GenD); keeps either balance's draws
     pair_sources: bool = False
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation

@@ -24,7 +24,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deepfake_detection.data.blend import BlendConfig, cut_out_face_part, identity_blend, self_blend
+from deepfake_detection.data.blend import (
+    CUTOUT_PARTS,
+    BlendConfig,
+    cut_out_face_part,
+    identity_blend,
+    self_blend,
+)
 from deepfake_detection.data.manifest import read_manifest
 from deepfake_detection.data.types import CROP_PROTOCOL_COLUMNS
 from deepfake_detection.errors import DatasetError
@@ -95,13 +101,15 @@ class CropDataset(Dataset[dict[str, Any]]):
     JPEG at a quality drawn from it (the second view of training's JPEG consistency); with
     `pair_codec="h264"` the range is of H.264 CRFs and the view one H.264 frame instead.
     `match_sharpness`: first of all, the crop may be blurred to another class's sharpness.
-    `part_cutout_p`: after any blend, the chance that one face part is painted black (either class)."""
+    `part_cutout_p`: after any blend, the chance that one face part of `part_cutout_parts` is painted
+    black (either class)."""
 
     def __init__(self, rows: pd.DataFrame, spec: ModelSpec, transform: Transform, *,
                  sbi_p: float | np.ndarray = 0.0, seed: int = 0, blend: BlendConfig | None = None,
                  jpeg_pair: tuple[int, int] | None = None, identity_p: float = 0.0,
                  match_sharpness: SharpnessMatcher | None = None,
-                 pair_codec: Literal["jpeg", "h264"] = "jpeg", part_cutout_p: float = 0.0) -> None:
+                 pair_codec: Literal["jpeg", "h264"] = "jpeg", part_cutout_p: float = 0.0,
+                 part_cutout_parts: Sequence[str] = CUTOUT_PARTS) -> None:
         self.paths = [str(p) for p in rows["crop_path"]]
         self.labels = rows["label"].to_numpy(np.int64)
         self.groups = [str(g) for g in rows["group"]]
@@ -115,6 +123,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         self.sbi_p = np.where(self.labels == 0, per_row, 0.0)
         self.sbi_failures = 0  # per process; for the log, not for correctness
         self.identity_p, self.part_cutout_p = identity_p, part_cutout_p
+        self.part_cutout_parts = tuple(part_cutout_parts)
         self.donors = None
         if identity_p > 0:
             datasets = rows["dataset"] if "dataset" in rows else [""] * len(rows)
@@ -144,7 +153,7 @@ class CropDataset(Dataset[dict[str, Any]]):
         if lm is None:
             return image
         try:
-            return cut_out_face_part(image, lm, rng)
+            return cut_out_face_part(image, lm, rng, self.part_cutout_parts)
         except ValueError as exc:  # degenerate landmarks: the crop stays whole
             log.debug("part cutout skipped for %s: %s", self.paths[i], exc)
             return image
@@ -214,38 +223,36 @@ def pair_in_batches(order: np.ndarray, labels: np.ndarray, groups: Sequence[str]
                     rng: np.random.Generator) -> np.ndarray:
     """`order`'s draws (repeats kept, so any balance it holds is kept) arranged in micro-batches of
     `micro_batch` where each (real, fake) draw pair of the same group sits in the same micro-batch
-    (GenD: the batch's gradient then contrasts the manipulation, not the scene); unpaired draws fill
-    the gaps."""
+    (GenD: the batch's gradient then contrasts the manipulation, not the scene). Pairs and unpaired
+    draws are shuffled together as units and packed in that order, so every batch mixes them in about
+    the epoch's proportion: packing pairs first gathered the unpaired sources (GAN faces, photos) in
+    batches of their own, which BatchNorm then learns as a source (forty-second session)."""
     by_group: dict[str, tuple[list[int], list[int]]] = {}
     for i in order:
         by_group.setdefault(groups[i], ([], []))[int(labels[i])].append(int(i))
-    pairs: list[tuple[int, int]] = []
-    singles: list[int] = []
+    units: list[tuple[int, ...]] = []
     for g in sorted(by_group):
         reals, fakes = (list(rng.permutation(v)) for v in by_group[g])
         k = min(len(reals), len(fakes))
-        pairs += list(zip(reals[:k], fakes[:k], strict=True))
-        singles += reals[k:] + fakes[k:]
-    pairs = [pairs[j] for j in rng.permutation(len(pairs))]
-    singles = [singles[j] for j in rng.permutation(len(singles))]
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    while pairs or singles:
-        space = micro_batch - len(cur)
-        if space >= 2 and pairs:
-            cur += pairs.pop()
-        elif singles:
-            cur.append(singles.pop())
-        else:  # one slot left and only pairs: this pair is split (rare; odd batch sizes)
-            a, b = pairs.pop()
-            cur.append(a)
-            singles.append(b)
-        if len(cur) == micro_batch:
-            batches.append(cur)
-            cur = []
-    if cur:
-        batches.append(cur)
-    return np.array([i for j in rng.permutation(len(batches)) for i in batches[j]], dtype=np.int64)
+        units += list(zip(reals[:k], fakes[:k], strict=True))
+        units += [(i,) for i in reals[k:] + fakes[k:]]
+    units = [units[j] for j in rng.permutation(len(units))]
+    flat: list[int] = []
+    waiting: list[tuple[int, ...]] = []  # pairs that met a batch's last slot: placed in the next batch
+    last_single = -1  # where in `flat` the latest unpaired draw went
+    for unit in units:
+        while waiting and micro_batch - len(flat) % micro_batch >= 2:
+            flat += waiting.pop(0)
+        if len(unit) == 2 and micro_batch - len(flat) % micro_batch == 1:
+            waiting.append(unit)
+        else:
+            last_single = len(flat) if len(unit) == 1 else last_single
+            flat += unit
+    if waiting and last_single >= len(flat) - len(flat) % micro_batch:  # only pairs are left: the open
+        waiting.append((flat.pop(last_single),))  # batch's single goes last, so (even sizes) none splits
+    for unit in waiting:
+        flat += unit
+    return np.array(flat, dtype=np.int64)
 
 
 DatasetDraws = tuple[np.ndarray, np.ndarray, int, int]  # reals, fakes, real draws, fake draws

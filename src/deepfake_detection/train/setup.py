@@ -121,7 +121,8 @@ def build_data(cfg: TrainConfig, spec: ModelSpec, info: DistInfo) -> RunData:
     train_set = CropDataset(train_rows, spec, train_tf, sbi_p=sbi_probabilities(train_rows, cfg),
                             seed=cfg.seed, blend=cfg.data.blend, jpeg_pair=pair, pair_codec=consistency.codec,
                             identity_p=cfg.data.identity_blend_ratio, match_sharpness=matcher,
-                            part_cutout_p=cfg.data.part_cutout_p)
+                            part_cutout_p=cfg.data.part_cutout_p,
+                            part_cutout_parts=cfg.data.part_cutout_parts)
     val_sbi = None
     if 1 not in set(val_rows["label"]):  # real-only validation: every other real becomes a fixed SBI fake
         reals = np.flatnonzero(val_rows["label"].to_numpy() == 0)
