@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -155,7 +156,8 @@ def face_part_points(landmarks: np.ndarray, part: str) -> np.ndarray:
     return _in_face_frame(landmarks, FACE_PARTS[part])
 
 
-CUTOUT_PARTS = ("eyes", "nose", "mouth")  # not the lower face: it would hide all of a reenactment
+CutoutPart = Literal["eyes", "nose", "mouth"]  # not the lower face: it would hide all of a reenactment
+CUTOUT_PARTS: tuple[CutoutPart, ...] = ("eyes", "nose", "mouth")
 
 
 def cut_out_face_part(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from deepfake_detection.data.augment import AugmentConfig
-from deepfake_detection.data.blend import BlendConfig
+from deepfake_detection.data.blend import CUTOUT_PARTS, BlendConfig, CutoutPart
 from deepfake_detection.errors import DFDError
 
 __all__ = [
@@ -78,8 +78,7 @@ class DataConfig(_Strict):
     part_cutout_p: float = Field(default=0.0, ge=0.0, le=1.0)
     # The parts cutout draws from (uniformly); without the mouth, reenactment fakes (which change
     # mostly the mouth) keep their evidence.
-    part_cutout_parts: tuple[Literal["eyes", "nose", "mouth"], ...] = Field(
-        default=("eyes", "nose", "mouth"), min_length=1)
+    part_cutout_parts: tuple[CutoutPart, ...] = Field(default=CUTOUT_PARTS, min_length=1)
     # real and fake draws of one `group` share a micro-batch (GenD); keeps either balance's draws
     pair_sources: bool = False
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)  # null: no augmentation
